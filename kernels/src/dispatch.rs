@@ -1,0 +1,120 @@
+//! Run-time choice of kernels: the CPU is inspected once, and the best implementation of
+//! every dot product and activation quantizer is kept in a table of function pointers.
+//!
+//! The scalar implementations (`scalar.rs`) fill the whole table first; SIMD modules then
+//! overwrite the entries they implement, so a type without a SIMD kernel still works.
+
+use std::sync::OnceLock;
+
+use crate::types::GgmlType;
+
+/// The largest number of activation rows one [`DotFn`] call handles.
+pub const MAX_ACT_ROWS: usize = 8;
+
+/// Dot products of one weight row with up to [`MAX_ACT_ROWS`] activation rows.
+///
+/// `w` is one weight row: `n / block_elems` blocks of the weight type. `acts` holds
+/// `out.len()` activation rows (1 ..= [`MAX_ACT_ROWS`]) of the weight type's
+/// `vec_dot_type`, back to back, each `act_row_bytes` long; only the first
+/// `w.len() / block_bytes * act_block_bytes` bytes of each are read. `out[i]` receives the
+/// dot product of the weight row with activation row `i`. Panics if the slices are shorter
+/// than those sizes (a caller bug, never a data-dependent condition).
+pub type DotFn = fn(w: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
+
+/// Quantizes one activation row of f32 values into the blocks of an activation format.
+/// `x.len()` is a multiple of the format's block size and `out` is exactly the row's bytes.
+pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
+
+/// One complete set of kernels: a dot product for every weight type and a quantizer for
+/// every activation type.
+#[derive(Clone)]
+pub struct KernelSet {
+    name: &'static str,
+    dots: [Option<DotFn>; GgmlType::ID_LIMIT],
+    quantizers: [Option<QuantizeFn>; GgmlType::ID_LIMIT],
+}
+
+impl KernelSet {
+    /// An empty set named `name`; `scalar::install` fills it.
+    pub(crate) fn empty(name: &'static str) -> KernelSet {
+        KernelSet { name, dots: [None; GgmlType::ID_LIMIT], quantizers: [None; GgmlType::ID_LIMIT] }
+    }
+
+    /// A short name for logs and benchmarks (`scalar`, `avx2`, `neon-dotprod`, ...).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The dot kernel for weights of type `weight` (paired with its `vec_dot_type`), or
+    /// `None` when the type cannot be a weight (activation-only formats such as Q8_K).
+    pub fn dot(&self, weight: GgmlType) -> Option<DotFn> {
+        self.dots[weight.id() as usize]
+    }
+
+    /// The quantizer that produces activation rows of type `act`, if `act` is one.
+    pub fn quantize(&self, act: GgmlType) -> Option<QuantizeFn> {
+        self.quantizers[act.id() as usize]
+    }
+
+    /// Sets the dot kernel for `weight`.
+    pub(crate) fn set_dot(&mut self, weight: GgmlType, f: DotFn) {
+        self.dots[weight.id() as usize] = Some(f);
+    }
+
+    /// Sets the activation quantizer for `act`.
+    pub(crate) fn set_quantize(&mut self, act: GgmlType, f: QuantizeFn) {
+        self.quantizers[act.id() as usize] = Some(f);
+    }
+
+    /// Renames the set (done by a SIMD module once it has installed its kernels).
+    pub(crate) fn set_name(&mut self, name: &'static str) {
+        self.name = name;
+    }
+}
+
+/// The portable reference kernels, always available. Tests use this as the oracle.
+pub fn scalar() -> &'static KernelSet {
+    static SCALAR: OnceLock<KernelSet> = OnceLock::new();
+    SCALAR.get_or_init(|| {
+        let mut set = KernelSet::empty("scalar");
+        crate::scalar::install(&mut set);
+        set
+    })
+}
+
+/// The best kernels for this CPU, chosen on first use and cached.
+///
+/// Setting the environment variable `OPENWEIGHT_KERNELS=scalar` before first use forces the
+/// scalar reference (for debugging and for comparing speed).
+pub fn best() -> &'static KernelSet {
+    static BEST: OnceLock<KernelSet> = OnceLock::new();
+    BEST.get_or_init(|| {
+        let mut set = scalar().clone();
+        if std::env::var("OPENWEIGHT_KERNELS").as_deref() == Ok("scalar") {
+            return set;
+        }
+        install_simd(&mut set);
+        set
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn install_simd(set: &mut KernelSet) {
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        crate::avx2::install(set);
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn install_simd(set: &mut KernelSet) {
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+        crate::neon::install(set, dotprod);
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn install_simd(_set: &mut KernelSet) {}

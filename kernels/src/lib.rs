@@ -1,0 +1,30 @@
+//! Block formats, dequantization and quantized dot/matmul kernels for GGUF tensors.
+//!
+//! Layout of the crate:
+//! - [`types`]: the GGUF type ids we support.
+//! - [`blocks`]: `#[repr(C)]` block structs, the exact file layout of each type.
+//! - [`formats`]: one descriptor per type (geometry, activation pairing, (de)quantizers).
+//! - `scalar`: the reference implementation of every kernel; the oracle for tests.
+//! - `avx2` / `neon`: SIMD kernels, checked against `scalar` by property tests.
+//! - [`dispatch`]: picks the best kernels for the running CPU, once.
+//! - [`matmul`]: `y = W x` for one activation row (GEMV) or many (GEMM) on a rayon pool.
+//!
+//! This crate knows nothing about models or files: it turns bytes into numbers, fast.
+
+pub mod blocks;
+pub mod dispatch;
+pub mod formats;
+pub mod matmul;
+pub mod types;
+
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+pub use dispatch::{DotFn, KernelSet, QuantizeFn, MAX_ACT_ROWS};
+pub use formats::{format, Format};
+pub use types::GgmlType;

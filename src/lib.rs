@@ -1,0 +1,18 @@
+//! openweight: run quantized open-weight language models (GGUF files) on CPU, in pure Rust.
+//!
+//! The crate is organised by job:
+//! - [`gguf`]: the GGUF container: memory-mapped, validated, zero-copy tensor data.
+//! - [`tokenizer`]: byte-level BPE and SentencePiece-style tokenizers built from GGUF metadata.
+//! - [`model`]: per-architecture descriptions, the forward pass and the KV cache.
+//! - [`Error`]: the one error type of the public API.
+//!
+//! Kernels (block formats, dequantization, dot products, matmul) live in the
+//! `openweight-kernels` crate, re-exported as [`kernels`].
+
+pub mod error;
+pub mod gguf;
+pub mod model;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+pub use openweight_kernels as kernels;
