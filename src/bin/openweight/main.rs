@@ -4,7 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod inspect;
 mod json;
+mod logits;
+mod perplexity;
+mod run;
+mod tokenize;
 
 /// Run quantized open-weight language models (GGUF) on CPU.
 #[derive(Parser)]
@@ -15,11 +20,28 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Show a GGUF file's header, metadata and tensors.
+    Inspect(inspect::Args),
+    /// Tokenize text with a model's tokenizer and print the ids as JSON.
+    Tokenize(tokenize::Args),
+    /// Print the top logits at every position of a prompt as JSON.
+    Logits(logits::Args),
+    /// Generate text from a prompt.
+    Run(run::Args),
+    /// Measure perplexity of a model on a text file.
+    Perplexity(perplexity::Args),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: openweight::Result<()> = match cli.command {};
+    let result: openweight::Result<()> = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
