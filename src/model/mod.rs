@@ -1,9 +1,10 @@
-//! Architectures, forward pass and KV cache. PLACEHOLDER: being written.
+//! Architectures, forward pass and KV cache.
 
-/// Errors from building or running a model.
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    /// Placeholder.
-    #[error("not yet implemented")]
-    Unimplemented,
-}
+pub mod arch;
+pub mod attention;
+mod error;
+pub mod kv_cache;
+pub mod rope;
+
+pub use error::ModelError;
+pub use kv_cache::KvType;

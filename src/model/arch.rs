@@ -1,0 +1,161 @@
+//! Per-architecture descriptions, as data.
+//!
+//! The forward pass in [`super::forward`] is written once. Everything that differs between
+//! model families (which optional tensors exist, the RoPE pairing, the FFN activation, extra
+//! norms, the embedding scale, tied output) is a field of [`ArchSpec`], and adding a family
+//! means adding a row to [`ARCHITECTURES`], not copying the forward pass.
+
+/// Whether a tensor role exists in an architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Never loaded for this architecture (ignored if present in the file).
+    Absent,
+    /// Loaded if the file has it.
+    Optional,
+    /// Loading fails if the file lacks it.
+    Required,
+}
+
+/// How RoPE pairs up the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// GPT-J style: pair `i` is dimensions `(2i, 2i + 1)` (llama; the converter permutes
+    /// Q/K weights to make this right).
+    Norm,
+    /// GPT-NeoX style: pair `i` is dimensions `(i, i + n_rot / 2)` (qwen2, qwen3, gemma3).
+    Neox,
+}
+
+/// The gated feed-forward activation: `down(act(gate(h)) * up(h))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnActivation {
+    /// SwiGLU: `silu(z) = z / (1 + exp(-z))`.
+    Silu,
+    /// GeGLU with the tanh approximation of GELU.
+    GeluTanh,
+}
+
+/// A factor applied to the token embeddings before the first layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmbeddingScale {
+    /// Embeddings are used as stored.
+    None,
+    /// Multiplied by `sqrt(n_embd)` (gemma family).
+    SqrtNEmbd,
+}
+
+/// Everything the forward pass needs to know about a model family.
+#[derive(Clone, Copy, Debug)]
+pub struct ArchSpec {
+    /// The `general.architecture` string.
+    pub name: &'static str,
+    /// RoPE pairing.
+    pub rope_style: RopeStyle,
+    /// `blk.N.attn_q.bias`.
+    pub attn_q_bias: Need,
+    /// `blk.N.attn_k.bias`.
+    pub attn_k_bias: Need,
+    /// `blk.N.attn_v.bias`.
+    pub attn_v_bias: Need,
+    /// `blk.N.attn_output.bias`.
+    pub attn_output_bias: Need,
+    /// Per-head RMSNorm of q and k before RoPE (`blk.N.attn_q_norm`, `blk.N.attn_k_norm`).
+    pub attn_qk_norm: Need,
+    /// RMSNorm of the attention block's output before its residual add
+    /// (`blk.N.post_attention_norm`).
+    pub post_attention_norm: Need,
+    /// RMSNorm of the FFN block's output before its residual add (`blk.N.post_ffw_norm`).
+    pub post_ffn_norm: Need,
+    /// The gated FFN activation.
+    pub ffn_activation: FfnActivation,
+    /// Scale of the token embeddings.
+    pub embedding_scale: EmbeddingScale,
+    /// `output.weight`; when [`Need::Optional`] and absent, the LM head is `token_embd`.
+    pub output: Need,
+    /// `rope_freqs.weight` (Llama 3.1+ frequency factors that divide the RoPE angle).
+    pub rope_freqs: Need,
+}
+
+/// Llama 1/2/3, Mistral-style dense models, SmolLM2.
+pub const LLAMA: ArchSpec = ArchSpec {
+    name: "llama",
+    rope_style: RopeStyle::Norm,
+    attn_q_bias: Need::Optional,
+    attn_k_bias: Need::Optional,
+    attn_v_bias: Need::Optional,
+    attn_output_bias: Need::Optional,
+    attn_qk_norm: Need::Absent,
+    post_attention_norm: Need::Absent,
+    post_ffn_norm: Need::Absent,
+    ffn_activation: FfnActivation::Silu,
+    embedding_scale: EmbeddingScale::None,
+    output: Need::Optional,
+    rope_freqs: Need::Optional,
+};
+
+/// Qwen2 / Qwen2.5 (and DeepSeek-R1-Distill-Qwen): q/k/v biases, NEOX RoPE.
+pub const QWEN2: ArchSpec = ArchSpec {
+    name: "qwen2",
+    rope_style: RopeStyle::Neox,
+    attn_q_bias: Need::Required,
+    attn_k_bias: Need::Required,
+    attn_v_bias: Need::Required,
+    attn_output_bias: Need::Absent,
+    output: Need::Optional,
+    rope_freqs: Need::Absent,
+    ..LLAMA
+};
+
+/// Qwen3 dense: per-head q/k RMSNorm before RoPE, NEOX RoPE, no biases.
+pub const QWEN3: ArchSpec = ArchSpec {
+    name: "qwen3",
+    rope_style: RopeStyle::Neox,
+    attn_q_bias: Need::Absent,
+    attn_k_bias: Need::Absent,
+    attn_v_bias: Need::Absent,
+    attn_output_bias: Need::Absent,
+    attn_qk_norm: Need::Required,
+    rope_freqs: Need::Absent,
+    ..LLAMA
+};
+
+/// Every architecture the forward pass runs.
+pub const ARCHITECTURES: &[&ArchSpec] = &[&LLAMA, &QWEN2, &QWEN3];
+
+/// The description of architecture `name`, if supported.
+pub fn lookup(name: &str) -> Option<&'static ArchSpec> {
+    ARCHITECTURES.iter().copied().find(|a| a.name == name)
+}
+
+/// The supported architecture names, comma-separated (for error messages).
+pub fn supported_names() -> String {
+    ARCHITECTURES.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_finds_every_listed_architecture_by_name() {
+        for a in ARCHITECTURES {
+            assert_eq!(lookup(a.name).map(|s| s.name), Some(a.name));
+        }
+        assert!(lookup("gpt-neox-but-not-really").is_none());
+    }
+
+    #[test]
+    fn llama_pairs_adjacent_dims_and_qwen_families_pair_halves() {
+        assert_eq!(LLAMA.rope_style, RopeStyle::Norm);
+        assert_eq!(QWEN2.rope_style, RopeStyle::Neox);
+        assert_eq!(QWEN3.rope_style, RopeStyle::Neox);
+    }
+
+    #[test]
+    fn qwen2_requires_qkv_biases_and_qwen3_requires_qk_norms() {
+        assert_eq!(QWEN2.attn_q_bias, Need::Required);
+        assert_eq!(QWEN2.attn_v_bias, Need::Required);
+        assert_eq!(QWEN3.attn_qk_norm, Need::Required);
+        assert_eq!(LLAMA.attn_qk_norm, Need::Absent);
+    }
+}
