@@ -1,16 +1,50 @@
 //! `y = W x` for one activation row (decode, GEMV) or many (prefill, GEMM).
 //!
-//! The activations are quantized once into the weight type's `vec_dot_type`, then the
-//! weight rows are split into chunks across the rayon pool. Each task walks its weight
-//! rows and, for every row, calls the dot kernel on tiles of up to [`MAX_ACT_ROWS`]
-//! activation rows, so every weight block is unpacked once per tile rather than once per
-//! activation row.
+//! 1. The activations are quantized once into the weight type's `vec_dot_type` (F32
+//!    weights read `x` as it is), into a reused scratch buffer whose rows start on cache
+//!    lines. Large batches are quantized in parallel.
+//! 2. The output is cut into jobs: a range of weight rows (a multiple of 8, at least 16,
+//!    about [`JOBS_PER_THREAD`] jobs per pool thread) times, only when there are too few
+//!    row ranges to keep the threads busy, a range of activation rows. Rayon's work
+//!    stealing balances the jobs.
+//! 3. Each job walks its weight rows in blocks of about [`ROW_BLOCK_BYTES`] (they stay in
+//!    L2). For each block it visits the activation rows in tiles of [`MAX_ACT_ROWS`] and
+//!    calls the dot kernel once per (weight row, tile): every weight block is unpacked once
+//!    per tile, not once per activation row. Results go straight into `y` (token-major),
+//!    each job writing only its own rectangle of it; there is no scatter pass.
+//!
+//! Small matrices (decode runs ~7 matmuls per layer, some tiny) and one-thread pools skip
+//! the pool entirely: waking it would cost more than the work.
+//!
+//! The result for one (weight row, activation row) pair is exactly `dot` on that pair,
+//! whatever the batch, tile or thread count, as long as the dot kernel itself gives each
+//! activation row of a multi-row call the value it gives it alone.
 
+use std::marker::PhantomData;
+use std::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
-use crate::dispatch::{self, KernelSet, MAX_ACT_ROWS};
+use crate::dispatch::{self, DotFn, KernelSet, QuantizeFn, MAX_ACT_ROWS};
 use crate::formats::format;
 use crate::types::GgmlType;
+
+/// Weight bytes times activation rows below which a matmul runs on the calling thread.
+const SERIAL_WORK_BYTES: usize = 48 * 1024;
+/// Activation elements below which quantization runs on one thread.
+const PARALLEL_QUANTIZE_ELEMS: usize = 32 * 1024;
+/// Jobs per pool thread the split aims for (work stealing evens out the rest).
+const JOBS_PER_THREAD: usize = 4;
+/// Smallest number of weight rows in a job (unless the matrix has fewer).
+const MIN_JOB_ROWS: usize = 16;
+/// Jobs cover a multiple of this many weight rows (the interleave width of repacked types).
+const JOB_ROW_ALIGN: usize = 8;
+/// Weight bytes a job walks for every activation tile before moving on; sized to stay in
+/// L2 together with one tile of quantized activations.
+const ROW_BLOCK_BYTES: usize = 128 * 1024;
+/// Alignment (and stride granularity) of the quantized activation rows.
+const ACT_ALIGN: usize = 64;
 
 /// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`, row-major,
 /// exactly `rows * row_bytes(cols)` bytes (usually a slice of the memory-mapped file).
@@ -26,12 +60,36 @@ pub struct MatRef<'a> {
     pub cols: usize,
 }
 
+/// One cache line of scratch bytes; a `Vec` of these is a 64-byte aligned byte buffer.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CacheLine([u8; ACT_ALIGN]);
+
 /// Reusable buffers for [`matmul`]: keep one per session so the token loop never allocates
 /// once the buffers have grown to the largest shape.
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct MatmulScratch {
-    quantized: Vec<u8>,
-    transposed: Vec<f32>,
+    /// Quantized activation rows, each starting on a cache line.
+    quantized: Vec<CacheLine>,
+}
+
+impl std::fmt::Debug for MatmulScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatmulScratch")
+            .field("quantized_bytes", &(self.quantized.len() * ACT_ALIGN))
+            .finish()
+    }
+}
+
+impl MatmulScratch {
+    /// A 64-byte aligned buffer of at least `n_bytes` bytes (contents unspecified).
+    fn quantized_bytes(&mut self, n_bytes: usize) -> &mut [u8] {
+        let n_lines = n_bytes.div_ceil(ACT_ALIGN);
+        if self.quantized.len() < n_lines {
+            self.quantized.resize(n_lines, CacheLine([0; ACT_ALIGN]));
+        }
+        &mut bytemuck::cast_slice_mut(&mut self.quantized[..n_lines])[..n_bytes]
+    }
 }
 
 /// Computes `y[t * w.rows + r] = dot(W row r, x row t)` for every activation row `t`.
@@ -42,7 +100,13 @@ pub struct MatmulScratch {
 /// # Panics
 /// If the slice lengths do not match the shapes, or the weight type cannot be a weight
 /// (Q8_K): both are caller bugs, checked by the model loader before any matmul runs.
-pub fn matmul(pool: &rayon::ThreadPool, w: &MatRef, x: &[f32], y: &mut [f32], scratch: &mut MatmulScratch) {
+pub fn matmul(
+    pool: &rayon::ThreadPool,
+    w: &MatRef,
+    x: &[f32],
+    y: &mut [f32],
+    scratch: &mut MatmulScratch,
+) {
     matmul_with(dispatch::best(), pool, w, x, y, scratch)
 }
 
@@ -57,57 +121,484 @@ pub fn matmul_with(
 ) {
     let wf = format(w.ty);
     let af = format(wf.vec_dot_type);
-    assert!(w.cols % wf.block_elems == 0 && w.cols % af.block_elems == 0, "cols {} not a multiple of the block size", w.cols);
+    assert!(
+        w.cols % wf.block_elems == 0 && w.cols % af.block_elems == 0,
+        "cols {} not a multiple of the block size",
+        w.cols
+    );
     let w_row_bytes = wf.row_bytes(w.cols);
-    assert_eq!(w.data.len(), w.rows * w_row_bytes, "weight bytes do not match {}x{} {}", w.rows, w.cols, w.ty);
-    assert_eq!(x.len() % w.cols, 0, "activation length is not a multiple of cols");
+    assert_eq!(
+        w.data.len(),
+        w.rows * w_row_bytes,
+        "weight bytes do not match {}x{} {}",
+        w.rows,
+        w.cols,
+        w.ty
+    );
+    assert!(w.cols > 0, "a weight matrix needs at least one column");
+    assert_eq!(
+        x.len() % w.cols,
+        0,
+        "activation length is not a multiple of cols"
+    );
     let n_tokens = x.len() / w.cols;
     assert_eq!(y.len(), n_tokens * w.rows, "output length does not match");
     if n_tokens == 0 || w.rows == 0 {
         return;
     }
-    let dot = kernels.dot(w.ty).unwrap_or_else(|| panic!("{} cannot be a weight type", w.ty));
-    let quantize = kernels.quantize(af.ty).unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
+    let dot = kernels
+        .dot(w.ty)
+        .unwrap_or_else(|| panic!("{} cannot be a weight type", w.ty));
+    let quantize = kernels
+        .quantize(af.ty)
+        .unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
 
-    // 1. Quantize every activation row once.
-    let a_row_bytes = af.row_bytes(w.cols);
-    scratch.quantized.resize(n_tokens * a_row_bytes, 0);
-    let quantized = &mut scratch.quantized[..n_tokens * a_row_bytes];
-    pool.install(|| {
-        quantized
-            .par_chunks_mut(a_row_bytes)
-            .zip(x.par_chunks(w.cols))
-            .for_each(|(q, xr)| quantize(xr, q));
-    });
-    let quantized = &scratch.quantized[..n_tokens * a_row_bytes];
-
-    // 2. Weight-row chunks across threads; each computes a [rows_in_chunk x n_tokens] block,
-    //    stored transposed (row-major by weight row) and scattered into `y` afterwards.
     let n_threads = pool.current_num_threads().max(1);
-    let chunk_rows = (w.rows / (4 * n_threads)).clamp(16, 256).min(w.rows);
-    scratch.transposed.resize(w.rows * n_tokens, 0.0);
-    let transposed = &mut scratch.transposed[..w.rows * n_tokens];
-    pool.install(|| {
-        transposed.par_chunks_mut(chunk_rows * n_tokens).enumerate().for_each(|(ci, out_chunk)| {
-            let first_row = ci * chunk_rows;
-            for (ri, out_row) in out_chunk.chunks_mut(n_tokens).enumerate() {
-                let r = first_row + ri;
-                let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
-                for (ti, out_tile) in out_row.chunks_mut(MAX_ACT_ROWS).enumerate() {
-                    let t0 = ti * MAX_ACT_ROWS;
-                    let acts = &quantized[t0 * a_row_bytes..(t0 + out_tile.len()) * a_row_bytes];
-                    dot(w_row, acts, a_row_bytes, out_tile);
-                }
+    let serial = n_threads == 1 || w.data.len().saturating_mul(n_tokens) < SERIAL_WORK_BYTES;
+    let a_row_bytes = af.row_bytes(w.cols);
+
+    let run = |acts: &[u8], act_stride: usize, y: &mut [f32]| {
+        let work = Work {
+            dot,
+            w: w.data,
+            w_row_bytes,
+            rows: w.rows,
+            acts,
+            act_stride,
+            row_block: (ROW_BLOCK_BYTES / w_row_bytes).max(1),
+        };
+        let out = SharedOut::new(y, w.rows, n_tokens);
+        if serial {
+            work.run(out, 0..w.rows, 0..n_tokens);
+            return;
+        }
+        let split = Split::new(w.rows, n_tokens, n_threads);
+        (0..split.n_jobs()).into_par_iter().for_each(|job| {
+            let (rows, tokens) = split.job(job);
+            work.run(out, rows, tokens);
+        });
+    };
+
+    if af.ty == GgmlType::F32 {
+        // F32 weights pair with f32 activations: read `x` in place.
+        let acts: &[u8] = bytemuck::cast_slice(x);
+        if serial {
+            run(acts, a_row_bytes, y);
+        } else {
+            pool.install(|| run(acts, a_row_bytes, y));
+        }
+        return;
+    }
+
+    let act_stride = a_row_bytes.next_multiple_of(ACT_ALIGN);
+    let quantized = scratch.quantized_bytes(n_tokens * act_stride);
+    let act_block = ActBlock {
+        elems: af.block_elems,
+        bytes: af.block_bytes,
+    };
+    let quantize_in_parallel = !serial && x.len() >= PARALLEL_QUANTIZE_ELEMS;
+    if serial {
+        quantize_rows(quantize, x, w.cols, quantized, act_stride, a_row_bytes);
+        run(quantized, act_stride, y);
+    } else {
+        pool.install(|| {
+            if quantize_in_parallel {
+                quantize_rows_parallel(
+                    quantize,
+                    x,
+                    w.cols,
+                    quantized,
+                    act_stride,
+                    a_row_bytes,
+                    act_block,
+                    n_threads,
+                );
+            } else {
+                quantize_rows(quantize, x, w.cols, quantized, act_stride, a_row_bytes);
+            }
+            run(quantized, act_stride, y);
+        });
+    }
+}
+
+/// Geometry of one activation block.
+#[derive(Clone, Copy)]
+struct ActBlock {
+    elems: usize,
+    bytes: usize,
+}
+
+/// Quantizes every row of `x` (rows of `cols`) into `out` rows of `stride` bytes, on the
+/// calling thread.
+fn quantize_rows(
+    quantize: QuantizeFn,
+    x: &[f32],
+    cols: usize,
+    out: &mut [u8],
+    stride: usize,
+    row_bytes: usize,
+) {
+    for (q, xr) in out.chunks_mut(stride).zip(x.chunks(cols)) {
+        quantize(xr, &mut q[..row_bytes]);
+    }
+}
+
+/// [`quantize_rows`] on the current rayon pool. A batch with fewer rows than threads is
+/// also split inside rows, at block boundaries (activation blocks are independent).
+#[allow(clippy::too_many_arguments)]
+fn quantize_rows_parallel(
+    quantize: QuantizeFn,
+    x: &[f32],
+    cols: usize,
+    out: &mut [u8],
+    stride: usize,
+    row_bytes: usize,
+    block: ActBlock,
+    n_threads: usize,
+) {
+    let n_rows = x.len() / cols;
+    let n_blocks = cols / block.elems;
+    let pieces_per_row = (2 * n_threads).div_ceil(n_rows).min(n_blocks).max(1);
+    let piece_blocks = n_blocks.div_ceil(pieces_per_row);
+    out.par_chunks_mut(stride)
+        .zip(x.par_chunks(cols))
+        .for_each(|(q, xr)| {
+            if pieces_per_row == 1 {
+                quantize(xr, &mut q[..row_bytes]);
+            } else {
+                q[..row_bytes]
+                    .par_chunks_mut(piece_blocks * block.bytes)
+                    .zip(xr.par_chunks(piece_blocks * block.elems))
+                    .for_each(|(qp, xp)| quantize(xp, qp));
             }
         });
-    });
-    if n_tokens == 1 {
-        y.copy_from_slice(&scratch.transposed[..w.rows]);
-    } else {
-        for r in 0..w.rows {
-            for t in 0..n_tokens {
-                y[t * w.rows + r] = scratch.transposed[r * n_tokens + t];
+}
+
+/// Everything a job needs to compute its part of `y`.
+struct Work<'a> {
+    dot: DotFn,
+    /// All weight rows.
+    w: &'a [u8],
+    w_row_bytes: usize,
+    rows: usize,
+    /// All activation rows, each `act_stride` bytes apart.
+    acts: &'a [u8],
+    act_stride: usize,
+    /// Weight rows walked per activation tile.
+    row_block: usize,
+}
+
+impl Work<'_> {
+    /// Computes `y[t][r]` for `r` in `rows` and `t` in `tokens`. The caller guarantees that
+    /// no other job writes this rectangle of `out`.
+    fn run(&self, out: SharedOut<'_>, rows: Range<usize>, tokens: Range<usize>) {
+        debug_assert!(rows.end <= self.rows);
+        let mut tile_out = [0f32; MAX_ACT_ROWS];
+        let mut block_start = rows.start;
+        while block_start < rows.end {
+            let block = block_start..(block_start + self.row_block).min(rows.end);
+            let mut t0 = tokens.start;
+            while t0 < tokens.end {
+                let nt = (tokens.end - t0).min(MAX_ACT_ROWS);
+                let acts = &self.acts[t0 * self.act_stride..(t0 + nt) * self.act_stride];
+                let mut segments: [&mut [f32]; MAX_ACT_ROWS] = Default::default();
+                for (i, segment) in segments[..nt].iter_mut().enumerate() {
+                    // SAFETY: the jobs of one matmul cover disjoint (row, token) rectangles
+                    // (see `Split`), so only this job touches these elements while it runs.
+                    *segment = unsafe { out.segment(t0 + i, block.clone()) };
+                }
+                let tile_out = &mut tile_out[..nt];
+                for (k, r) in block.clone().enumerate() {
+                    let w_row = &self.w[r * self.w_row_bytes..(r + 1) * self.w_row_bytes];
+                    (self.dot)(w_row, acts, self.act_stride, tile_out);
+                    for (segment, &v) in segments.iter_mut().zip(tile_out.iter()) {
+                        segment[k] = v;
+                    }
+                }
+                t0 += nt;
+            }
+            block_start = block.end;
+        }
+    }
+}
+
+/// The output `y` (`n_tokens` rows of `rows` values), shared by jobs that each write their
+/// own disjoint (weight rows x tokens) rectangle of it.
+#[derive(Clone, Copy)]
+struct SharedOut<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    n_tokens: usize,
+    _y: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `SharedOut` is a `&mut [f32]` split by convention: every job writes only the
+// elements of its own rectangle (checked by `Split`'s tests), so sending copies of it to
+// other threads creates no data race. f32 is Send.
+unsafe impl Send for SharedOut<'_> {}
+// SAFETY: as for `Send`; shared references only hand out disjoint segments.
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    fn new(y: &'a mut [f32], rows: usize, n_tokens: usize) -> SharedOut<'a> {
+        assert_eq!(y.len(), rows * n_tokens);
+        SharedOut {
+            ptr: y.as_mut_ptr(),
+            rows,
+            n_tokens,
+            _y: PhantomData,
+        }
+    }
+
+    /// The outputs of weight rows `rows` for activation row `t`.
+    ///
+    /// # Safety
+    /// While the returned slice lives, no other reference to these elements may be used
+    /// (each job asks only for segments inside its own rectangle).
+    unsafe fn segment(&self, t: usize, rows: Range<usize>) -> &'a mut [f32] {
+        assert!(t < self.n_tokens && rows.start <= rows.end && rows.end <= self.rows);
+        // SAFETY: the range is inside `y` (asserted above) and `y` is borrowed mutably for
+        // 'a; exclusivity of the elements is the caller's contract.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.add(t * self.rows + rows.start),
+                rows.end - rows.start,
+            )
+        }
+    }
+}
+
+/// How the output is cut into jobs: weight-row chunks times (rarely) token chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Split {
+    rows: usize,
+    n_tokens: usize,
+    /// Weight rows per job (the last job may have fewer).
+    chunk_rows: usize,
+    /// Activation rows per job (the last job may have fewer).
+    chunk_tokens: usize,
+}
+
+impl Split {
+    fn new(rows: usize, n_tokens: usize, n_threads: usize) -> Split {
+        let target_jobs = JOBS_PER_THREAD * n_threads.max(1);
+        let chunk_rows = rows
+            .div_ceil(target_jobs)
+            .next_multiple_of(JOB_ROW_ALIGN)
+            .max(MIN_JOB_ROWS)
+            .min(rows)
+            .max(1);
+        let row_jobs = rows.div_ceil(chunk_rows);
+        let chunk_tokens = if row_jobs >= target_jobs || n_tokens <= MAX_ACT_ROWS {
+            n_tokens
+        } else {
+            let token_jobs = target_jobs.div_ceil(row_jobs);
+            n_tokens
+                .div_ceil(token_jobs)
+                .next_multiple_of(MAX_ACT_ROWS)
+                .min(n_tokens)
+        };
+        Split {
+            rows,
+            n_tokens,
+            chunk_rows,
+            chunk_tokens: chunk_tokens.max(1),
+        }
+    }
+
+    fn row_jobs(&self) -> usize {
+        self.rows.div_ceil(self.chunk_rows)
+    }
+
+    fn n_jobs(&self) -> usize {
+        self.row_jobs() * self.n_tokens.div_ceil(self.chunk_tokens)
+    }
+
+    /// The (weight rows, tokens) rectangle of job `job`.
+    fn job(&self, job: usize) -> (Range<usize>, Range<usize>) {
+        let (row_job, token_job) = (job % self.row_jobs(), job / self.row_jobs());
+        let r0 = row_job * self.chunk_rows;
+        let t0 = token_job * self.chunk_tokens;
+        (
+            r0..(r0 + self.chunk_rows).min(self.rows),
+            t0..(t0 + self.chunk_tokens).min(self.n_tokens),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n_threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n_threads)
+            .build()
+            .unwrap()
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn f32_matmul(rows: usize, cols: usize, n_tokens: usize, n_threads: usize) -> Vec<f32> {
+        let w = values(rows * cols, 1);
+        let x = values(n_tokens * cols, 2);
+        let m = MatRef {
+            ty: GgmlType::F32,
+            data: bytemuck::cast_slice(&w),
+            rows,
+            cols,
+        };
+        let mut y = vec![f32::NAN; rows * n_tokens];
+        matmul_with(
+            dispatch::scalar(),
+            &pool(n_threads),
+            &m,
+            &x,
+            &mut y,
+            &mut Default::default(),
+        );
+        y
+    }
+
+    #[test]
+    fn f32_matmul_matches_a_naive_triple_loop() {
+        let (rows, cols, n_tokens) = (37, 24, 11);
+        let w = values(rows * cols, 1);
+        let x = values(n_tokens * cols, 2);
+        let y = f32_matmul(rows, cols, n_tokens, 2);
+        for t in 0..n_tokens {
+            for r in 0..rows {
+                let want: f32 = (0..cols).map(|c| w[r * cols + c] * x[t * cols + c]).sum();
+                let got = y[t * rows + r];
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "t {t} r {r}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn result_does_not_depend_on_the_thread_count() {
+        // Big enough to take the parallel path with 2 and 3 threads.
+        let one = f32_matmul(300, 64, 21, 1);
+        assert_eq!(one, f32_matmul(300, 64, 21, 2));
+        assert_eq!(one, f32_matmul(300, 64, 21, 3));
+    }
+
+    #[test]
+    fn an_empty_batch_is_accepted_and_writes_nothing() {
+        let w = values(8 * 4, 1);
+        let m = MatRef {
+            ty: GgmlType::F32,
+            data: bytemuck::cast_slice(&w),
+            rows: 8,
+            cols: 4,
+        };
+        let mut y: Vec<f32> = vec![];
+        matmul_with(
+            dispatch::scalar(),
+            &pool(2),
+            &m,
+            &[],
+            &mut y,
+            &mut Default::default(),
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "output length does not match")]
+    fn wrong_output_length_is_a_caller_bug() {
+        let w = values(8 * 4, 1);
+        let m = MatRef {
+            ty: GgmlType::F32,
+            data: bytemuck::cast_slice(&w),
+            rows: 8,
+            cols: 4,
+        };
+        let mut y = vec![0.0; 7];
+        matmul_with(
+            dispatch::scalar(),
+            &pool(1),
+            &m,
+            &[0.0; 4],
+            &mut y,
+            &mut Default::default(),
+        );
+    }
+
+    /// Every (row, token) pair is covered by exactly one job.
+    fn assert_partition(split: &Split) {
+        let mut seen = vec![0u8; split.rows * split.n_tokens];
+        for j in 0..split.n_jobs() {
+            let (rows, tokens) = split.job(j);
+            assert!(
+                !rows.is_empty() && !tokens.is_empty(),
+                "{split:?} job {j} is empty"
+            );
+            for t in tokens {
+                for r in rows.clone() {
+                    seen[t * split.rows + r] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{split:?} is not a partition");
+    }
+
+    #[test]
+    fn jobs_partition_the_output_for_many_shapes() {
+        for rows in [1, 7, 16, 17, 128, 896, 1000, 4096] {
+            for n_tokens in [1, 2, 8, 9, 64, 100] {
+                for n_threads in [1, 2, 3, 8] {
+                    assert_partition(&Split::new(rows, n_tokens, n_threads));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn job_rows_are_a_multiple_of_8_and_at_least_16() {
+        for rows in [128, 896, 4096, 4864, 14336] {
+            let split = Split::new(rows, 1, 2);
+            assert_eq!(split.chunk_rows % JOB_ROW_ALIGN, 0, "{split:?}");
+            assert!(split.chunk_rows >= MIN_JOB_ROWS, "{split:?}");
+        }
+    }
+
+    #[test]
+    fn gemv_with_few_rows_still_splits_across_threads() {
+        let split = Split::new(128, 1, 2);
+        assert_eq!(split.n_jobs(), 8);
+        let split = Split::new(4096, 1, 2);
+        assert_eq!(split.n_jobs(), 8);
+    }
+
+    #[test]
+    fn a_tall_batch_on_a_short_matrix_is_also_split_by_tokens() {
+        let split = Split::new(32, 512, 2);
+        assert!(split.n_jobs() >= 2 * JOBS_PER_THREAD, "{split:?}");
+        assert_eq!(split.chunk_tokens % MAX_ACT_ROWS, 0, "{split:?}");
+    }
+
+    #[test]
+    fn scratch_rows_are_cache_line_aligned_and_reused() {
+        let mut scratch = MatmulScratch::default();
+        let p = scratch.quantized_bytes(1000).as_ptr();
+        assert_eq!(p as usize % ACT_ALIGN, 0);
+        let q = scratch.quantized_bytes(500).as_ptr();
+        assert_eq!(p, q, "a smaller request must reuse the buffer");
     }
 }
