@@ -129,7 +129,11 @@ pub fn lookup(name: &str) -> Option<&'static ArchSpec> {
 
 /// The supported architecture names, comma-separated (for error messages).
 pub fn supported_names() -> String {
-    ARCHITECTURES.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+    ARCHITECTURES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

@@ -57,16 +57,18 @@ pub fn attention(
     let group = p.n_head / p.n_head_kv;
     let round_q = cache.kv_type() == KvType::F16;
     pool.install(|| {
-        out.par_chunks_mut(p.head_dim_v).enumerate().for_each(|(idx, out_head)| {
-            let (t, h) = (idx / p.n_head, idx % p.n_head);
-            let q_head = &q[idx * p.head_dim_k..(idx + 1) * p.head_dim_k];
-            let pos = pos0 + t;
-            let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let kv_head = h / group;
-            let keys = cache.keys(layer, kv_head, pos + 1);
-            let values = cache.values(layer, kv_head, pos + 1);
-            one_query(p, q_head, round_q, keys, values, first, pos + 1, out_head);
-        });
+        out.par_chunks_mut(p.head_dim_v)
+            .enumerate()
+            .for_each(|(idx, out_head)| {
+                let (t, h) = (idx / p.n_head, idx % p.n_head);
+                let q_head = &q[idx * p.head_dim_k..(idx + 1) * p.head_dim_k];
+                let pos = pos0 + t;
+                let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let kv_head = h / group;
+                let keys = cache.keys(layer, kv_head, pos + 1);
+                let values = cache.values(layer, kv_head, pos + 1);
+                one_query(p, q_head, round_q, keys, values, first, pos + 1, out_head);
+            });
     });
 }
 
@@ -86,7 +88,11 @@ fn one_query(
     let mut q_buf = [0f32; MAX_HEAD_DIM];
     let q = &mut q_buf[..dk];
     for (o, &v) in q.iter_mut().zip(q_in) {
-        *o = if round_q { f16::from_f32(v).to_f32() } else { v };
+        *o = if round_q {
+            f16::from_f32(v).to_f32()
+        } else {
+            v
+        };
     }
     let mut k_buf = [0f32; CHUNK_FLOATS];
     let mut v_buf = [0f32; CHUNK_FLOATS];
@@ -163,20 +169,31 @@ mod tests {
     use super::*;
 
     fn pool() -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap()
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
     }
 
     /// Straightforward softmax(q·K/sqrt(d))·V in f64 for one query over keys 0..=pos.
     fn naive(q: &[f32], ks: &[Vec<f32>], vs: &[Vec<f32>], scale: f32) -> Vec<f32> {
         let s: Vec<f64> = ks
             .iter()
-            .map(|k| q.iter().zip(k).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() * scale as f64)
+            .map(|k| {
+                q.iter()
+                    .zip(k)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum::<f64>()
+                    * scale as f64
+            })
             .collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
         let z: f64 = e.iter().sum();
         let dv = vs[0].len();
-        (0..dv).map(|d| (e.iter().zip(vs).map(|(w, v)| w * v[d] as f64).sum::<f64>() / z) as f32).collect()
+        (0..dv)
+            .map(|d| (e.iter().zip(vs).map(|(w, v)| w * v[d] as f64).sum::<f64>() / z) as f32)
+            .collect()
     }
 
     fn val(i: usize) -> f32 {
@@ -191,7 +208,9 @@ mod tests {
         let mut vs = ks.clone();
         for pos in 0..n_tok {
             let k: Vec<f32> = (0..n_head_kv * d).map(|i| val(pos * 100 + i)).collect();
-            let v: Vec<f32> = (0..n_head_kv * d).map(|i| val(pos * 100 + i + 50)).collect();
+            let v: Vec<f32> = (0..n_head_kv * d)
+                .map(|i| val(pos * 100 + i + 50))
+                .collect();
             for h in 0..n_head_kv {
                 ks[h][pos] = k[h * d..(h + 1) * d].to_vec();
                 vs[h][pos] = v[h * d..(h + 1) * d].to_vec();
@@ -213,7 +232,12 @@ mod tests {
             for h in 0..n_head {
                 let kv = h / 2;
                 let i = t * n_head + h;
-                let want = naive(&q[i * d..(i + 1) * d], &ks[kv][..=t], &vs[kv][..=t], p.scale);
+                let want = naive(
+                    &q[i * d..(i + 1) * d],
+                    &ks[kv][..=t],
+                    &vs[kv][..=t],
+                    p.scale,
+                );
                 for (a, b) in out[i * d..(i + 1) * d].iter().zip(&want) {
                     assert!((a - b).abs() < 1e-5, "token {t} head {h}: {a} vs {b}");
                 }
@@ -225,7 +249,14 @@ mod tests {
     fn a_single_key_returns_its_value() {
         let mut cache = KvCache::new(KvType::F16, 2, 1, 1, 4, 4);
         cache.write(0, 0, &[1.0, 2.0, 3.0, 4.0], &[0.5, -0.25, 2.0, 8.0]);
-        let p = AttnParams { n_head: 1, n_head_kv: 1, head_dim_k: 4, head_dim_v: 4, scale: 0.5, window: None };
+        let p = AttnParams {
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim_k: 4,
+            head_dim_v: 4,
+            scale: 0.5,
+            window: None,
+        };
         let mut out = vec![0f32; 4];
         attention(&pool(), &cache, 0, &p, &[9.0, -3.0, 1.0, 0.0], 0, &mut out);
         assert_eq!(out, vec![0.5, -0.25, 2.0, 8.0]);
@@ -237,7 +268,14 @@ mod tests {
         for pos in 0..4 {
             cache.write(0, pos, &[0.0], &[pos as f32]);
         }
-        let p = AttnParams { n_head: 1, n_head_kv: 1, head_dim_k: 1, head_dim_v: 1, scale: 1.0, window: Some(2) };
+        let p = AttnParams {
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim_k: 1,
+            head_dim_v: 1,
+            scale: 1.0,
+            window: Some(2),
+        };
         let mut out = vec![0f32; 1];
         // equal scores: the mean of the visible values 2 and 3
         attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out);

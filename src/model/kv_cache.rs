@@ -106,7 +106,11 @@ impl KvCache {
     /// Stores the keys and values of one token: `k` holds `n_head_kv * head_dim_k` values
     /// (head after head), `v` holds `n_head_kv * head_dim_v`.
     pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        assert!(pos < self.n_ctx, "position {pos} outside the cache of {}", self.n_ctx);
+        assert!(
+            pos < self.n_ctx,
+            "position {pos} outside the cache of {}",
+            self.n_ctx
+        );
         for h in 0..self.n_head_kv {
             let base = (layer * self.n_head_kv + h) * self.n_ctx + pos;
             let kd = self.head_dim_k;
@@ -137,10 +141,14 @@ mod tests {
     fn f16_cache_rounds_values_to_binary16() {
         let mut c = KvCache::new(KvType::F16, 4, 1, 1, 2, 2);
         c.write(0, 1, &[1.0 + 1e-4, -2.0], &[0.1, 3.0]);
-        let KvRows::F16(k) = c.keys(0, 0, 2) else { panic!("expected f16 rows") };
+        let KvRows::F16(k) = c.keys(0, 0, 2) else {
+            panic!("expected f16 rows")
+        };
         assert_eq!(k[2].to_f32(), 1.0);
         assert_eq!(k[3].to_f32(), -2.0);
-        let KvRows::F16(v) = c.values(0, 0, 2) else { panic!("expected f16 rows") };
+        let KvRows::F16(v) = c.values(0, 0, 2) else {
+            panic!("expected f16 rows")
+        };
         assert_eq!(v[2], f16::from_f32(0.1));
     }
 
@@ -148,11 +156,17 @@ mod tests {
     fn f32_cache_keeps_heads_and_layers_apart() {
         let mut c = KvCache::new(KvType::F32, 3, 2, 2, 1, 1);
         c.write(1, 2, &[5.0, 6.0], &[7.0, 8.0]);
-        let KvRows::F32(k) = c.keys(1, 1, 3) else { panic!("expected f32 rows") };
+        let KvRows::F32(k) = c.keys(1, 1, 3) else {
+            panic!("expected f32 rows")
+        };
         assert_eq!(k, &[0.0, 0.0, 6.0]);
-        let KvRows::F32(v) = c.values(1, 0, 3) else { panic!("expected f32 rows") };
+        let KvRows::F32(v) = c.values(1, 0, 3) else {
+            panic!("expected f32 rows")
+        };
         assert_eq!(v, &[0.0, 0.0, 7.0]);
-        let KvRows::F32(k0) = c.keys(0, 1, 3) else { panic!("expected f32 rows") };
+        let KvRows::F32(k0) = c.keys(0, 1, 3) else {
+            panic!("expected f32 rows")
+        };
         assert_eq!(k0, &[0.0, 0.0, 0.0]);
     }
 }

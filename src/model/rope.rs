@@ -24,7 +24,9 @@ impl Yarn {
         };
         let start = corr_dim(beta_fast).floor();
         let end = corr_dim(beta_slow).ceil();
-        Yarn { corr_dims: [start.max(0.0), end.min(n_rot as f32 - 1.0)] }
+        Yarn {
+            corr_dims: [start.max(0.0), end.min(n_rot as f32 - 1.0)],
+        }
     }
 
     /// The extrapolation weight of pair `i`: 1 keeps the original angle, 0 interpolates.
@@ -76,7 +78,10 @@ impl Rope {
                 Some(y) => {
                     let mix = y.ramp(i);
                     let angle = theta_interp * (1.0 - mix) + theta_extrap * mix;
-                    (angle, self.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln()))
+                    (
+                        angle,
+                        self.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln()),
+                    )
                 }
             };
             cs[0] = angle.cos() * mscale;
@@ -190,7 +195,11 @@ mod tests {
         assert!(yarn.corr_dims[0] < yarn.corr_dims[1]);
         assert_eq!(yarn.ramp(0), 1.0);
         assert_eq!(yarn.ramp(n_rot / 2 - 1), 0.0);
-        let rope = Rope { freq_scale: 0.25, yarn: Some(yarn), ..plain(RopeStyle::Neox, n_rot) };
+        let rope = Rope {
+            freq_scale: 0.25,
+            yarn: Some(yarn),
+            ..plain(RopeStyle::Neox, n_rot)
+        };
         let mut cs = vec![0.0; n_rot];
         rope.fill_cos_sin(1, &mut cs);
         let mscale = 1.0 + 0.1 * 4f32.ln();

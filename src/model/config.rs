@@ -1,0 +1,258 @@
+//! Hyperparameters read from GGUF metadata (`{arch}.*` keys) and checked for consistency.
+
+use crate::gguf::GgufFile;
+
+use super::arch::{self, ArchSpec};
+use super::attention::MAX_HEAD_DIM;
+use super::error::ModelError;
+use super::rope::{Rope, Yarn};
+
+/// The hyperparameters of a model, as the forward pass uses them.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The architecture description.
+    pub arch: &'static ArchSpec,
+    /// Vocabulary size (rows of `token_embd`).
+    pub n_vocab: usize,
+    /// Width of the residual stream (`embedding_length`).
+    pub n_embd: usize,
+    /// Number of transformer blocks (`block_count`).
+    pub n_layer: usize,
+    /// Hidden width of the feed-forward block (`feed_forward_length`).
+    pub n_ff: usize,
+    /// Query heads (`attention.head_count`).
+    pub n_head: usize,
+    /// Key/value heads (`attention.head_count_kv`, default `n_head`).
+    pub n_head_kv: usize,
+    /// Dimension of a query/key head (`attention.key_length`, default `n_embd / n_head`).
+    pub head_dim_k: usize,
+    /// Dimension of a value head (`attention.value_length`, default `head_dim_k`).
+    pub head_dim_v: usize,
+    /// RMSNorm epsilon (`attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+    /// Context length the model was trained with (`context_length`).
+    pub n_ctx_train: usize,
+    /// RoPE parameters (frequency factors are filled in from `rope_freqs.weight` at load).
+    pub rope: Rope,
+}
+
+/// Typed access to `{arch}.` metadata keys with errors that name the key.
+struct Meta<'a> {
+    file: &'a GgufFile,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn key(&self, suffix: &str) -> String {
+        format!("{}.{}", self.arch, suffix)
+    }
+
+    fn bad(&self, suffix: &str, reason: impl Into<String>) -> ModelError {
+        ModelError::BadHyperparameter {
+            arch: self.arch.to_string(),
+            key: self.key(suffix),
+            reason: reason.into(),
+        }
+    }
+
+    fn u32_opt(&self, suffix: &str) -> Result<Option<u32>, ModelError> {
+        match self.file.get(&self.key(suffix)) {
+            None => Ok(None),
+            Some(v) => match v.as_u64().and_then(|x| u32::try_from(x).ok()) {
+                Some(x) => Ok(Some(x)),
+                None => Err(self.bad(
+                    suffix,
+                    format!("expected an unsigned integer, found {}", v.type_name()),
+                )),
+            },
+        }
+    }
+
+    fn u32(&self, suffix: &str) -> Result<u32, ModelError> {
+        self.u32_opt(suffix)?.ok_or_else(|| ModelError::MissingKey {
+            arch: self.arch.to_string(),
+            key: self.key(suffix),
+        })
+    }
+
+    fn f32_opt(&self, suffix: &str) -> Result<Option<f32>, ModelError> {
+        match self.file.get(&self.key(suffix)) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) => Ok(Some(x as f32)),
+                None => Err(self.bad(suffix, format!("expected a float, found {}", v.type_name()))),
+            },
+        }
+    }
+
+    fn str_opt(&self, suffix: &str) -> Result<Option<&str>, ModelError> {
+        match self.file.get(&self.key(suffix)) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                Some(s) => Ok(Some(s)),
+                None => Err(self.bad(
+                    suffix,
+                    format!("expected a string, found {}", v.type_name()),
+                )),
+            },
+        }
+    }
+
+    /// A required positive count.
+    fn count(&self, suffix: &str) -> Result<usize, ModelError> {
+        let v = self.u32(suffix)?;
+        if v == 0 {
+            return Err(self.bad(suffix, "must be positive"));
+        }
+        Ok(v as usize)
+    }
+
+    /// An optional positive count with a default.
+    fn count_or(&self, suffix: &str, default: usize) -> Result<usize, ModelError> {
+        match self.u32_opt(suffix)? {
+            None => Ok(default),
+            Some(0) => Err(self.bad(suffix, "must be positive")),
+            Some(v) => Ok(v as usize),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the hyperparameters of `file`. `n_vocab` comes from the embedding
+    /// tensor, which is authoritative (`vocab_size` is optional in GGUF).
+    pub fn from_gguf(file: &GgufFile, n_vocab: usize) -> Result<Config, ModelError> {
+        let arch_name = file.architecture().unwrap_or("");
+        let arch = arch::lookup(arch_name).ok_or_else(|| ModelError::UnsupportedArchitecture {
+            arch: arch_name.to_string(),
+            supported: arch::supported_names(),
+        })?;
+        let m = Meta {
+            file,
+            arch: arch.name,
+        };
+
+        let n_embd = m.count("embedding_length")?;
+        let n_layer = m.count("block_count")?;
+        let n_ff = m.count("feed_forward_length")?;
+        let n_head = m.count("attention.head_count")?;
+        let n_head_kv = m.count_or("attention.head_count_kv", n_head)?;
+        if n_head % n_head_kv != 0 {
+            return Err(m.bad(
+                "attention.head_count_kv",
+                format!("{n_head_kv} does not divide the {n_head} query heads"),
+            ));
+        }
+        let head_dim_k = m.count_or("attention.key_length", n_embd / n_head)?;
+        let head_dim_v = m.count_or("attention.value_length", head_dim_k)?;
+        for (suffix, d) in [
+            ("attention.key_length", head_dim_k),
+            ("attention.value_length", head_dim_v),
+        ] {
+            if d == 0 || d > MAX_HEAD_DIM {
+                return Err(m.bad(
+                    suffix,
+                    format!("head dimension {d} is outside 1..={MAX_HEAD_DIM}"),
+                ));
+            }
+        }
+        let rms_eps = m
+            .f32_opt("attention.layer_norm_rms_epsilon")?
+            .ok_or_else(|| ModelError::MissingKey {
+                arch: arch.name.to_string(),
+                key: m.key("attention.layer_norm_rms_epsilon"),
+            })?;
+        if !(rms_eps.is_finite() && rms_eps > 0.0) {
+            return Err(m.bad(
+                "attention.layer_norm_rms_epsilon",
+                format!("{rms_eps} is not a positive number"),
+            ));
+        }
+        let n_ctx_train = m.count_or("context_length", 2048)?;
+        let rope = read_rope(&m, arch, head_dim_k, n_ctx_train)?;
+        Ok(Config {
+            arch,
+            n_vocab,
+            n_embd,
+            n_layer,
+            n_ff,
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            rms_eps,
+            n_ctx_train,
+            rope,
+        })
+    }
+}
+
+/// RoPE dimension count, base and scaling (guide §5.3).
+fn read_rope(
+    m: &Meta<'_>,
+    arch: &ArchSpec,
+    head_dim_k: usize,
+    n_ctx_train: usize,
+) -> Result<Rope, ModelError> {
+    let n_rot = m.count_or("rope.dimension_count", head_dim_k)?;
+    if n_rot % 2 != 0 || n_rot > head_dim_k {
+        return Err(m.bad(
+            "rope.dimension_count",
+            format!("{n_rot} must be even and at most the head dimension {head_dim_k}"),
+        ));
+    }
+    let base = m.f32_opt("rope.freq_base")?.unwrap_or(10000.0);
+    if !(base.is_finite() && base > 1.0) {
+        return Err(m.bad("rope.freq_base", format!("{base} is not a usable base")));
+    }
+    let unsupported = |suffix: &str, value: String| ModelError::UnsupportedRopeScaling {
+        arch: arch.name.to_string(),
+        key: m.key(suffix),
+        value,
+    };
+    let factor = match m.f32_opt("rope.scaling.factor")? {
+        Some(f) => f,
+        None => m.f32_opt("rope.scale_linear")?.unwrap_or(1.0),
+    };
+    if !(factor.is_finite() && factor >= 0.0) {
+        return Err(m.bad(
+            "rope.scaling.factor",
+            format!("{factor} is not a usable factor"),
+        ));
+    }
+    let factor = if factor == 0.0 { 1.0 } else { factor };
+    if let Some(a) = m.f32_opt("rope.scaling.attn_factor")? {
+        if a != 1.0 {
+            return Err(unsupported("rope.scaling.attn_factor", a.to_string()));
+        }
+    }
+    if let Some(v) = m.f32_opt("rope.scaling.yarn_log_multiplier")? {
+        if v != 0.0 {
+            return Err(unsupported(
+                "rope.scaling.yarn_log_multiplier",
+                v.to_string(),
+            ));
+        }
+    }
+    let kind = m.str_opt("rope.scaling.type")?.unwrap_or("linear");
+    let (freq_scale, yarn) = match kind {
+        "none" => (1.0, None),
+        "linear" => (1.0 / factor, None),
+        "yarn" => {
+            let n_ctx_orig = m.count_or("rope.scaling.original_context_length", n_ctx_train)?;
+            let beta_fast = m.f32_opt("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0);
+            let beta_slow = m.f32_opt("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0);
+            let yarn = Yarn::new(n_rot, n_ctx_orig as u32, base, beta_fast, beta_slow);
+            (1.0 / factor, Some(yarn))
+        }
+        other => return Err(unsupported("rope.scaling.type", format!("\"{other}\""))),
+    };
+    Ok(Rope {
+        style: arch.rope_style,
+        n_rot,
+        base,
+        freq_scale,
+        yarn,
+        attn_factor: 1.0,
+        freq_factors: None,
+    })
+}

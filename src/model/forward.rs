@@ -1,0 +1,291 @@
+//! The forward pass: one function for every supported architecture, steered by the
+//! [`ArchSpec`](super::arch::ArchSpec) data and the optional weights.
+//!
+//! Reads top to bottom like the paper: embed, then per block (norm, q/k/v, biases, q/k
+//! norms, RoPE, cache, attention, output projection, residual; norm, gated FFN, residual),
+//! then the final norm and the LM head for the rows whose logits are wanted. All buffers
+//! live in [`Scratch`], owned by the session and reused, so a decode step allocates nothing
+//! once the buffers have grown.
+
+use openweight_kernels::matmul::{matmul, MatmulScratch};
+
+use super::arch::{EmbeddingScale, FfnActivation};
+use super::attention::{attention, AttnParams};
+use super::kv_cache::KvCache;
+use super::Model;
+
+/// Reusable buffers for [`forward`].
+#[derive(Default, Debug)]
+pub struct Scratch {
+    /// Residual stream `[n][n_embd]`.
+    x: Vec<f32>,
+    /// Normed input of a sub-block `[n][n_embd]`.
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output `[n][n_head * head_dim_v]`.
+    attn: Vec<f32>,
+    /// Output of a sub-block's last projection `[n][n_embd]`.
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    /// RoPE `[cos, sin]` pairs `[n][n_rot]`.
+    cos_sin: Vec<f32>,
+    matmul: MatmulScratch,
+}
+
+fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// `out = x / sqrt(mean(x²) + eps) * w` for each row of `w.len()` values; the sum of
+/// squares is accumulated in f64 as the reference does.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let sum: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = (v * scale) * g;
+        }
+    }
+}
+
+/// [`rms_norm`] in place.
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let n = w.len();
+    for xr in x.chunks_exact_mut(n) {
+        let sum: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v = (*v * scale) * g;
+        }
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            for (v, &c) in row.iter_mut().zip(b) {
+                *v += c;
+            }
+        }
+    }
+}
+
+/// `gate = act(gate) * up`, elementwise.
+fn gated_activation(kind: FfnActivation, gate: &mut [f32], up: &[f32]) {
+    match kind {
+        FfnActivation::Silu => {
+            for (g, &u) in gate.iter_mut().zip(up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        }
+        FfnActivation::GeluTanh => {
+            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            for (g, &u) in gate.iter_mut().zip(up) {
+                let z = *g;
+                let gelu = 0.5 * z * (1.0 + (SQRT_2_OVER_PI * z * (1.0 + 0.044715 * z * z)).tanh());
+                *g = gelu * u;
+            }
+        }
+    }
+}
+
+/// Which rows of a batch need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputRows {
+    /// Every token of the batch.
+    All,
+    /// Only the last token.
+    Last,
+    /// None (a prefix chunk whose logits nobody wants).
+    None,
+}
+
+/// Runs `tokens` (already validated: non-empty, in vocabulary, fitting the cache) at
+/// positions `pos0..`, storing their keys and values in `kv`, and writes the logits of the
+/// requested rows to `logits` (`[n_rows][n_vocab]`, resized to fit).
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    model: &Model,
+    pool: &rayon::ThreadPool,
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    tokens: &[u32],
+    pos0: usize,
+    rows: OutputRows,
+    logits: &mut [f32],
+) {
+    let c = &model.config;
+    let w = &model.weights;
+    let file = &model.file;
+    let n = tokens.len();
+    let n_embd = c.n_embd;
+    let q_dim = c.n_head * c.head_dim_k;
+    let kv_dim_k = c.n_head_kv * c.head_dim_k;
+    let kv_dim_v = c.n_head_kv * c.head_dim_v;
+    let o_dim = c.n_head * c.head_dim_v;
+    let eps = c.rms_eps;
+    let rope = &c.rope;
+    let params = AttnParams {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        head_dim_k: c.head_dim_k,
+        head_dim_v: c.head_dim_v,
+        scale: 1.0 / (c.head_dim_k as f32).sqrt(),
+        window: None,
+    };
+
+    // Embeddings.
+    let x = sized(&mut s.x, n * n_embd);
+    for (t, &id) in tokens.iter().enumerate() {
+        w.token_embd
+            .dequantize_row(file, id as usize, &mut x[t * n_embd..(t + 1) * n_embd]);
+    }
+    if c.arch.embedding_scale == EmbeddingScale::SqrtNEmbd {
+        let scale = (n_embd as f32).sqrt();
+        x.iter_mut().for_each(|v| *v *= scale);
+    }
+
+    // RoPE tables for this batch's positions, shared by all layers.
+    let cos_sin = sized(&mut s.cos_sin, n * rope.n_rot);
+    for (t, cs) in cos_sin
+        .chunks_exact_mut(rope.n_rot.max(1))
+        .enumerate()
+        .take(n)
+    {
+        rope.fill_cos_sin(pos0 + t, cs);
+    }
+
+    for (il, l) in w.layers.iter().enumerate() {
+        // Attention block.
+        let h = sized(&mut s.h, n * n_embd);
+        rms_norm(&s.x[..n * n_embd], &l.attn_norm, eps, h);
+        let q = sized(&mut s.q, n * q_dim);
+        matmul(pool, &l.wq.mat(file), h, q, &mut s.matmul);
+        let k = sized(&mut s.k, n * kv_dim_k);
+        matmul(pool, &l.wk.mat(file), h, k, &mut s.matmul);
+        let v = sized(&mut s.v, n * kv_dim_v);
+        matmul(pool, &l.wv.mat(file), h, v, &mut s.matmul);
+        add_bias(q, l.bq.as_ref());
+        add_bias(k, l.bk.as_ref());
+        add_bias(v, l.bv.as_ref());
+        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+            rms_norm_in_place(q, qn, eps);
+            rms_norm_in_place(k, kn, eps);
+        }
+        if rope.n_rot > 0 {
+            for t in 0..n {
+                let cs = &s.cos_sin[t * rope.n_rot..(t + 1) * rope.n_rot];
+                for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
+                    rope.rotate(head, cs);
+                }
+                for head in k[t * kv_dim_k..(t + 1) * kv_dim_k].chunks_exact_mut(c.head_dim_k) {
+                    rope.rotate(head, cs);
+                }
+            }
+        }
+        for t in 0..n {
+            kv.write(
+                il,
+                pos0 + t,
+                &k[t * kv_dim_k..(t + 1) * kv_dim_k],
+                &v[t * kv_dim_v..(t + 1) * kv_dim_v],
+            );
+        }
+        let attn = sized(&mut s.attn, n * o_dim);
+        attention(pool, kv, il, &params, q, pos0, attn);
+        let o = sized(&mut s.o, n * n_embd);
+        matmul(pool, &l.wo.mat(file), attn, o, &mut s.matmul);
+        add_bias(o, l.bo.as_ref());
+        if let Some(pn) = &l.post_attn_norm {
+            rms_norm_in_place(o, pn, eps);
+        }
+        for (xv, &ov) in s.x[..n * n_embd].iter_mut().zip(o.iter()) {
+            *xv += ov;
+        }
+
+        // Feed-forward block.
+        let h = sized(&mut s.h, n * n_embd);
+        rms_norm(&s.x[..n * n_embd], &l.ffn_norm, eps, h);
+        let gate = sized(&mut s.gate, n * c.n_ff);
+        matmul(pool, &l.w_gate.mat(file), h, gate, &mut s.matmul);
+        let up = sized(&mut s.up, n * c.n_ff);
+        matmul(pool, &l.w_up.mat(file), h, up, &mut s.matmul);
+        gated_activation(c.arch.ffn_activation, gate, up);
+        let o = sized(&mut s.o, n * n_embd);
+        matmul(pool, &l.w_down.mat(file), gate, o, &mut s.matmul);
+        if let Some(pn) = &l.post_ffn_norm {
+            rms_norm_in_place(o, pn, eps);
+        }
+        for (xv, &ov) in s.x[..n * n_embd].iter_mut().zip(o.iter()) {
+            *xv += ov;
+        }
+    }
+
+    // Final norm and LM head, only for the rows asked for.
+    let (first, n_out) = match rows {
+        OutputRows::All => (0, n),
+        OutputRows::Last => (n - 1, 1),
+        OutputRows::None => return,
+    };
+    let h = sized(&mut s.h, n_out * n_embd);
+    rms_norm(
+        &s.x[first * n_embd..(first + n_out) * n_embd],
+        &w.output_norm,
+        eps,
+        h,
+    );
+    matmul(
+        pool,
+        &w.output.mat(file),
+        h,
+        &mut logits[..n_out * c.n_vocab],
+        &mut s.matmul,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_scales_each_row_to_unit_root_mean_square_times_the_weight() {
+        let x = [3.0, 4.0, 0.0, 0.0, 1.0, 1.0];
+        let mut out = [0f32; 6];
+        rms_norm(&x, &[1.0, 2.0], 0.0, &mut out);
+        let r = (12.5f32).sqrt();
+        assert!((out[0] - 3.0 / r).abs() < 1e-6 && (out[1] - 8.0 / r).abs() < 1e-6);
+        assert_eq!(&out[2..4], &[0.0, 0.0]);
+        assert!((out[4] - 1.0).abs() < 1e-6 && (out[5] - 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn swiglu_multiplies_silu_of_the_gate_by_up() {
+        let mut g = [0.0, 2.0, -1.0];
+        gated_activation(FfnActivation::Silu, &mut g, &[5.0, 0.5, 2.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 2.0 / (1.0 + (-2f32).exp()) * 0.5).abs() < 1e-6);
+        assert!((g[2] - (-1.0 / (1.0 + 1f32.exp())) * 2.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn geglu_uses_the_tanh_approximation() {
+        let mut g = [1.0];
+        gated_activation(FfnActivation::GeluTanh, &mut g, &[1.0]);
+        assert!((g[0] - 0.841_192).abs() < 1e-5);
+    }
+
+    #[test]
+    fn bias_is_added_to_every_row() {
+        let mut x = [1.0, 2.0, 3.0, 4.0];
+        add_bias(&mut x, Some(&vec![10.0, 20.0]));
+        assert_eq!(x, [11.0, 22.0, 13.0, 24.0]);
+    }
+}

@@ -1,0 +1,282 @@
+//! Tensor lookup and validation: every tensor the forward pass touches is found by name,
+//! its type and shape checked against the [`Config`], and matrices kept as zero-copy
+//! references into the memory-mapped file. Small vectors (norms, biases, RoPE factors) are
+//! dequantized to f32 once.
+
+use openweight_kernels::dispatch;
+use openweight_kernels::formats::format;
+use openweight_kernels::matmul::MatRef;
+use openweight_kernels::GgmlType;
+
+use crate::gguf::{GgufFile, TensorInfo};
+
+use super::arch::Need;
+use super::config::Config;
+use super::error::ModelError;
+
+/// A validated 2-D weight matrix in the file: `rows` rows of `cols` elements of `ty`.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    /// The file's descriptor (name, offset, size).
+    pub info: TensorInfo,
+    /// Element type (one the kernels can compute with).
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+}
+
+impl Matrix {
+    /// A [`MatRef`] into `file`'s mapping (the file the matrix was validated against).
+    pub fn mat<'a>(&self, file: &'a GgufFile) -> MatRef<'a> {
+        MatRef {
+            ty: self.ty,
+            data: file.tensor_data(&self.info),
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values).
+    pub fn dequantize_row(&self, file: &GgufFile, r: usize, out: &mut [f32]) {
+        let f = format(self.ty);
+        let row_bytes = f.row_bytes(self.cols);
+        let data = file.tensor_data(&self.info);
+        (f.dequantize)(&data[r * row_bytes..(r + 1) * row_bytes], out);
+    }
+}
+
+/// The weights of one transformer block. Optional entries are `None` when the architecture
+/// or the file lacks them.
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    /// Pre-attention RMSNorm weight (`n_embd`).
+    pub attn_norm: Vec<f32>,
+    /// Query projection (`n_head * head_dim_k` x `n_embd`).
+    pub wq: Matrix,
+    /// Key projection (`n_head_kv * head_dim_k` x `n_embd`).
+    pub wk: Matrix,
+    /// Value projection (`n_head_kv * head_dim_v` x `n_embd`).
+    pub wv: Matrix,
+    /// Output projection (`n_embd` x `n_head * head_dim_v`).
+    pub wo: Matrix,
+    /// Query bias.
+    pub bq: Option<Vec<f32>>,
+    /// Key bias.
+    pub bk: Option<Vec<f32>>,
+    /// Value bias.
+    pub bv: Option<Vec<f32>>,
+    /// Output-projection bias.
+    pub bo: Option<Vec<f32>>,
+    /// Per-head query RMSNorm weight (`head_dim_k`).
+    pub q_norm: Option<Vec<f32>>,
+    /// Per-head key RMSNorm weight (`head_dim_k`).
+    pub k_norm: Option<Vec<f32>>,
+    /// RMSNorm of the attention output before the residual add.
+    pub post_attn_norm: Option<Vec<f32>>,
+    /// Pre-FFN RMSNorm weight (`n_embd`).
+    pub ffn_norm: Vec<f32>,
+    /// FFN gate projection (`n_ff` x `n_embd`).
+    pub w_gate: Matrix,
+    /// FFN up projection (`n_ff` x `n_embd`).
+    pub w_up: Matrix,
+    /// FFN down projection (`n_embd` x `n_ff`).
+    pub w_down: Matrix,
+    /// RMSNorm of the FFN output before the residual add.
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// All weights of a model.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    /// Token embeddings (`n_vocab` rows of `n_embd`).
+    pub token_embd: Matrix,
+    /// The blocks, in order.
+    pub layers: Vec<LayerWeights>,
+    /// Final RMSNorm weight (`n_embd`).
+    pub output_norm: Vec<f32>,
+    /// LM head (`n_vocab` x `n_embd`): `output.weight`, or `token_embd` when tied.
+    pub output: Matrix,
+    /// `rope_freqs.weight` (`n_rot / 2`), if present.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+/// Looks tensors up by name and validates them.
+struct Loader<'a> {
+    file: &'a GgufFile,
+    arch: &'static str,
+}
+
+impl Loader<'_> {
+    fn find(&self, name: &str, need: Need) -> Result<Option<&TensorInfo>, ModelError> {
+        match need {
+            Need::Absent => Ok(None),
+            Need::Optional => Ok(self.file.tensor(name)),
+            Need::Required => {
+                self.file
+                    .tensor(name)
+                    .map(Some)
+                    .ok_or_else(|| ModelError::MissingTensor {
+                        arch: self.arch.to_string(),
+                        name: name.to_string(),
+                    })
+            }
+        }
+    }
+
+    fn type_error(&self, info: &TensorInfo, reason: &str) -> ModelError {
+        ModelError::TensorType {
+            arch: self.arch.to_string(),
+            name: info.name.clone(),
+            ty: format!("{} (id {})", info.type_name(), info.type_id),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn check_shape(&self, info: &TensorInfo, expected: &[u64]) -> Result<(), ModelError> {
+        if info.ne.as_slice() != expected {
+            return Err(ModelError::TensorShape {
+                arch: self.arch.to_string(),
+                name: info.name.clone(),
+                expected: expected.to_vec(),
+                found: info.ne.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A matrix with `rows` rows of `cols`, usable as a matmul weight (and, when
+    /// `needs_rows` is set, also as an embedding table).
+    fn matrix_from(
+        &self,
+        info: &TensorInfo,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Matrix, ModelError> {
+        self.check_shape(info, &[cols as u64, rows as u64])?;
+        let ty = GgmlType::from_id(info.type_id)
+            .ok_or_else(|| self.type_error(info, "openweight has no kernels for this type"))?;
+        if dispatch::scalar().dot(ty).is_none() {
+            return Err(self.type_error(info, "it is an activation-only format, not a weight type"));
+        }
+        let f = format(ty);
+        let act = format(f.vec_dot_type);
+        if cols % f.block_elems != 0 || cols % act.block_elems != 0 {
+            return Err(self.type_error(
+                info,
+                &format!(
+                    "rows of {cols} are not a whole number of {ty} / {} blocks",
+                    act.ty
+                ),
+            ));
+        }
+        if info.n_bytes != (rows * f.row_bytes(cols)) as u64
+            || self.file.tensor_data(info).len() != rows * f.row_bytes(cols)
+        {
+            return Err(self.type_error(info, "its byte size does not match its shape"));
+        }
+        Ok(Matrix {
+            info: info.clone(),
+            ty,
+            rows,
+            cols,
+        })
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
+        let info = self.find(name, Need::Required)?.expect("required tensor");
+        self.matrix_from(info, rows, cols)
+    }
+
+    /// A 1-D tensor of `n` values, dequantized to f32.
+    fn vector(&self, name: &str, n: usize, need: Need) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(info) = self.find(name, need)? else {
+            return Ok(None);
+        };
+        self.check_shape(info, &[n as u64])?;
+        let ty = GgmlType::from_id(info.type_id)
+            .ok_or_else(|| self.type_error(info, "openweight cannot read this type"))?;
+        let f = format(ty);
+        if n % f.block_elems != 0 || self.file.tensor_data(info).len() != f.row_bytes(n) {
+            return Err(self.type_error(info, "its byte size does not match its shape"));
+        }
+        let mut out = vec![0f32; n];
+        (f.dequantize)(self.file.tensor_data(info), &mut out);
+        Ok(Some(out))
+    }
+
+    fn required_vector(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        Ok(self
+            .vector(name, n, Need::Required)?
+            .expect("required tensor"))
+    }
+}
+
+impl Weights {
+    /// Finds and validates every tensor `config` implies.
+    pub fn load(file: &GgufFile, config: &Config) -> Result<Weights, ModelError> {
+        let a = config.arch;
+        let ld = Loader { file, arch: a.name };
+        let (n_embd, n_ff, n_vocab) = (config.n_embd, config.n_ff, config.n_vocab);
+        let q_dim = config.n_head * config.head_dim_k;
+        let k_dim = config.n_head_kv * config.head_dim_k;
+        let v_dim = config.n_head_kv * config.head_dim_v;
+        let o_dim = config.n_head * config.head_dim_v;
+
+        let token_embd = ld.matrix("token_embd.weight", n_vocab, n_embd)?;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let n = |role: &str| format!("blk.{i}.{role}");
+            let hd = config.head_dim_k;
+            layers.push(LayerWeights {
+                attn_norm: ld.required_vector(&n("attn_norm.weight"), n_embd)?,
+                wq: ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?,
+                wk: ld.matrix(&n("attn_k.weight"), k_dim, n_embd)?,
+                wv: ld.matrix(&n("attn_v.weight"), v_dim, n_embd)?,
+                wo: ld.matrix(&n("attn_output.weight"), n_embd, o_dim)?,
+                bq: ld.vector(&n("attn_q.bias"), q_dim, a.attn_q_bias)?,
+                bk: ld.vector(&n("attn_k.bias"), k_dim, a.attn_k_bias)?,
+                bv: ld.vector(&n("attn_v.bias"), v_dim, a.attn_v_bias)?,
+                bo: ld.vector(&n("attn_output.bias"), n_embd, a.attn_output_bias)?,
+                q_norm: ld.vector(&n("attn_q_norm.weight"), hd, a.attn_qk_norm)?,
+                k_norm: ld.vector(&n("attn_k_norm.weight"), hd, a.attn_qk_norm)?,
+                post_attn_norm: ld.vector(
+                    &n("post_attention_norm.weight"),
+                    n_embd,
+                    a.post_attention_norm,
+                )?,
+                ffn_norm: ld.required_vector(&n("ffn_norm.weight"), n_embd)?,
+                w_gate: ld.matrix(&n("ffn_gate.weight"), n_ff, n_embd)?,
+                w_up: ld.matrix(&n("ffn_up.weight"), n_ff, n_embd)?,
+                w_down: ld.matrix(&n("ffn_down.weight"), n_embd, n_ff)?,
+                post_ffn_norm: ld.vector(&n("post_ffw_norm.weight"), n_embd, a.post_ffn_norm)?,
+            });
+            // q and k norms come as a pair.
+            let l = layers.last().expect("just pushed");
+            if l.q_norm.is_some() != l.k_norm.is_some() {
+                return Err(ModelError::MissingTensor {
+                    arch: a.name.to_string(),
+                    name: n(if l.q_norm.is_some() {
+                        "attn_k_norm.weight"
+                    } else {
+                        "attn_q_norm.weight"
+                    }),
+                });
+            }
+        }
+        let output_norm = ld.required_vector("output_norm.weight", n_embd)?;
+        let output = match ld.find("output.weight", a.output)? {
+            Some(info) => ld.matrix_from(info, n_vocab, n_embd)?,
+            None => token_embd.clone(),
+        };
+        let rope_freqs = ld.vector("rope_freqs.weight", config.rope.n_rot / 2, a.rope_freqs)?;
+        Ok(Weights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            rope_freqs,
+        })
+    }
+}
