@@ -1,0 +1,415 @@
+//! Properties of `matmul` for every weight type:
+//! - a batch (GEMM, tiles of up to `MAX_ACT_ROWS` activation rows per kernel call) gives
+//!   bit for bit the results of one call per activation row (GEMV);
+//! - the best kernels for this CPU agree with the scalar reference within quantization
+//!   tolerance;
+//! - the scalar matmul approximates the f32 product of the dequantized weights, with an
+//!   error bounded by the activation quantization step.
+//!
+//! Weights are random valid blocks: random bytes with every scale field replaced by a
+//! finite f16 (subnormals included); F32/F16/BF16 weights are random floats.
+
+use std::mem::{offset_of, size_of};
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+use openweight_kernels::blocks::*;
+use openweight_kernels::dispatch::{self, KernelSet};
+use openweight_kernels::matmul::{matmul_with, MatRef, MatmulScratch};
+use openweight_kernels::{format, GgmlType};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+
+/// Cases per property and type: each case runs a few matmuls of up to 70 x 2048.
+const CASES: u32 = 48;
+
+/// A small deterministic generator, so a case is reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// A finite f16 of magnitude below 1, subnormals included, either sign.
+    fn scale(&mut self) -> f16 {
+        let bits = self.next_u64() as u16;
+        let exponent = (bits >> 10) & 0x1F;
+        f16::from_bits((bits & 0x83FF) | ((exponent % 15) << 10))
+    }
+}
+
+/// Byte offsets of the f16 scale fields of one block, and the block size.
+fn scale_fields(ty: GgmlType) -> (usize, Vec<usize>) {
+    match ty {
+        GgmlType::Q4_0 => (size_of::<BlockQ4_0>(), vec![offset_of!(BlockQ4_0, d)]),
+        GgmlType::Q4_1 => (
+            size_of::<BlockQ4_1>(),
+            vec![offset_of!(BlockQ4_1, d), offset_of!(BlockQ4_1, m)],
+        ),
+        GgmlType::Q5_0 => (size_of::<BlockQ5_0>(), vec![offset_of!(BlockQ5_0, d)]),
+        GgmlType::Q5_1 => (
+            size_of::<BlockQ5_1>(),
+            vec![offset_of!(BlockQ5_1, d), offset_of!(BlockQ5_1, m)],
+        ),
+        GgmlType::Q8_0 => (size_of::<BlockQ8_0>(), vec![offset_of!(BlockQ8_0, d)]),
+        GgmlType::Q2_K => (
+            size_of::<BlockQ2K>(),
+            vec![offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)],
+        ),
+        GgmlType::Q3_K => (size_of::<BlockQ3K>(), vec![offset_of!(BlockQ3K, d)]),
+        GgmlType::Q4_K => (
+            size_of::<BlockQ4K>(),
+            vec![offset_of!(BlockQ4K, d), offset_of!(BlockQ4K, dmin)],
+        ),
+        GgmlType::Q5_K => (
+            size_of::<BlockQ5K>(),
+            vec![offset_of!(BlockQ5K, d), offset_of!(BlockQ5K, dmin)],
+        ),
+        GgmlType::Q6_K => (size_of::<BlockQ6K>(), vec![offset_of!(BlockQ6K, d)]),
+        GgmlType::IQ4_NL => (size_of::<BlockIQ4NL>(), vec![offset_of!(BlockIQ4NL, d)]),
+        GgmlType::IQ4_XS => (size_of::<BlockIQ4XS>(), vec![offset_of!(BlockIQ4XS, d)]),
+        other => panic!("{other} has no quantized weight blocks"),
+    }
+}
+
+/// `rows` random valid rows of `cols` elements of type `ty`.
+fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+    let n = rows * cols;
+    match ty {
+        GgmlType::F32 => (0..n).flat_map(|_| rng.unit().to_le_bytes()).collect(),
+        GgmlType::F16 => (0..n)
+            .flat_map(|_| f16::from_f32(rng.unit()).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => (0..n)
+            .flat_map(|_| bf16::from_f32(rng.unit()).to_le_bytes())
+            .collect(),
+        _ => {
+            let (block_bytes, scales) = scale_fields(ty);
+            assert_eq!(
+                block_bytes,
+                format(ty).block_bytes,
+                "{ty}: struct and format disagree"
+            );
+            let n_blocks = n / format(ty).block_elems;
+            let mut bytes: Vec<u8> = (0..n_blocks * block_bytes)
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            for block in bytes.chunks_mut(block_bytes) {
+                for &at in &scales {
+                    block[at..at + 2].copy_from_slice(&rng.scale().to_le_bytes());
+                }
+            }
+            bytes
+        }
+    }
+}
+
+/// Every type that can be a weight (all but the activation-only Q8_1 and Q8_K).
+const WEIGHT_TYPES: [GgmlType; 15] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+];
+
+/// Pools of 1, 2 and 3 threads, built once.
+fn pool(n_threads: usize) -> &'static rayon::ThreadPool {
+    static POOLS: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        (1..=3)
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    });
+    &pools[n_threads - 1]
+}
+
+/// One random problem.
+#[derive(Debug, Clone)]
+struct Case {
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    n_threads: usize,
+    seed: u64,
+}
+
+/// Odd and even row counts, 1 to 8 super-blocks of columns, 1 to 20 activation rows.
+fn case() -> impl Strategy<Value = Case> {
+    (
+        1usize..=70,
+        1usize..=8,
+        1usize..=20,
+        1usize..=3,
+        any::<u64>(),
+    )
+        .prop_map(|(rows, super_blocks, n_tokens, n_threads, seed)| Case {
+            rows,
+            cols: super_blocks * 256,
+            n_tokens,
+            n_threads,
+            seed,
+        })
+}
+
+/// The weights (bytes) and activations of `case`.
+fn problem(ty: GgmlType, case: &Case) -> (Vec<u8>, Vec<f32>) {
+    let mut rng = Rng(case.seed);
+    let w = random_weights(ty, case.rows, case.cols, &mut rng);
+    let x = (0..case.n_tokens * case.cols)
+        .map(|_| 4.0 * rng.unit())
+        .collect();
+    (w, x)
+}
+
+fn run(kernels: &KernelSet, ty: GgmlType, case: &Case, w: &[u8], x: &[f32]) -> Vec<f32> {
+    let m = MatRef {
+        ty,
+        data: w,
+        rows: case.rows,
+        cols: case.cols,
+    };
+    let mut y = vec![f32::NAN; case.rows * (x.len() / case.cols)];
+    matmul_with(
+        kernels,
+        pool(case.n_threads),
+        &m,
+        x,
+        &mut y,
+        &mut MatmulScratch::default(),
+    );
+    y
+}
+
+/// Whether `kernels` can run `ty`; if not, says so loudly (the test then checks nothing).
+fn runnable(kernels: &KernelSet, ty: GgmlType, property: &str) -> bool {
+    let ok = kernels.dot(ty).is_some() && kernels.quantize(format(ty).vec_dot_type).is_some();
+    if !ok {
+        eprintln!(
+            "SKIPPED {property} for {ty}: the {} kernel set has no dot kernel for {ty} or no \
+             quantizer for its activation type",
+            kernels.name()
+        );
+    }
+    ok
+}
+
+fn gemm_equals_repeated_gemv(
+    kernels: &KernelSet,
+    ty: GgmlType,
+    case: Case,
+) -> Result<(), TestCaseError> {
+    let (w, x) = problem(ty, &case);
+    let batched = run(kernels, ty, &case, &w, &x);
+    for t in 0..case.n_tokens {
+        let single = run(
+            kernels,
+            ty,
+            &case,
+            &w,
+            &x[t * case.cols..(t + 1) * case.cols],
+        );
+        for r in 0..case.rows {
+            let (b, s) = (batched[t * case.rows + r], single[r]);
+            prop_assert!(
+                b.to_bits() == s.to_bits(),
+                "{} {ty} token {t} row {r}: batch {b} vs alone {s}",
+                kernels.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Per output: the sum of |w| (dequantized) and of |w * x| over the row.
+fn magnitudes(ty: GgmlType, case: &Case, w: &[u8], x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let wf = format(ty);
+    let row_bytes = wf.row_bytes(case.cols);
+    let mut dense = vec![0f32; case.rows * case.cols];
+    for (dst, src) in dense.chunks_mut(case.cols).zip(w.chunks(row_bytes)) {
+        (wf.dequantize)(src, dst);
+    }
+    let mut exact = vec![0f32; case.rows * case.n_tokens];
+    let mut abs_products = vec![0f32; case.rows * case.n_tokens];
+    let abs_w: Vec<f32> = dense
+        .chunks(case.cols)
+        .map(|r| r.iter().map(|v| v.abs()).sum())
+        .collect();
+    for t in 0..case.n_tokens {
+        let xt = &x[t * case.cols..(t + 1) * case.cols];
+        for r in 0..case.rows {
+            let wr = &dense[r * case.cols..(r + 1) * case.cols];
+            let (mut sum, mut abs) = (0f64, 0f64);
+            for (a, b) in wr.iter().zip(xt) {
+                sum += (*a as f64) * (*b as f64);
+                abs += ((*a as f64) * (*b as f64)).abs();
+            }
+            exact[t * case.rows + r] = sum as f32;
+            abs_products[t * case.rows + r] = abs as f32;
+        }
+    }
+    (exact, abs_products, abs_w)
+}
+
+/// Largest |error| allowed between a quantized-activation dot product and another
+/// computation of the same dot: `k` activation quantization steps (amax / 127) on every
+/// weight, plus f32 rounding of the sum.
+fn tolerance(abs_w_row: f32, abs_products: f32, amax_x: f32, k: f32) -> f32 {
+    k * abs_w_row * amax_x / 127.0 + 1e-4 * abs_products + 1e-30
+}
+
+fn best_matches_scalar(ty: GgmlType, case: Case) -> Result<(), TestCaseError> {
+    let (w, x) = problem(ty, &case);
+    let reference = run(dispatch::scalar(), ty, &case, &w, &x);
+    let fast = run(dispatch::best(), ty, &case, &w, &x);
+    let (_, abs_products, abs_w) = magnitudes(ty, &case, &w, &x);
+    for t in 0..case.n_tokens {
+        let amax = x[t * case.cols..(t + 1) * case.cols]
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        for r in 0..case.rows {
+            let i = t * case.rows + r;
+            // The two sides may round a few activation quants differently (half to even vs
+            // away from zero): allow two steps' worth on every weight.
+            let tol = tolerance(abs_w[r], abs_products[i], amax, 2.0);
+            prop_assert!(
+                (fast[i] - reference[i]).abs() <= tol,
+                "{} vs scalar, {ty} token {t} row {r}: {} vs {} (tolerance {tol})",
+                dispatch::best().name(),
+                fast[i],
+                reference[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn scalar_approximates_dequantized_product(ty: GgmlType, case: Case) -> Result<(), TestCaseError> {
+    let (w, x) = problem(ty, &case);
+    let got = run(dispatch::scalar(), ty, &case, &w, &x);
+    let (exact, abs_products, abs_w) = magnitudes(ty, &case, &w, &x);
+    for t in 0..case.n_tokens {
+        let amax = x[t * case.cols..(t + 1) * case.cols]
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
+        for r in 0..case.rows {
+            let i = t * case.rows + r;
+            // Rounding to the activation grid moves each activation by at most half a step;
+            // the f16 rounding of the block scale (and of Q8_1's sum) adds a little more.
+            let tol = tolerance(abs_w[r], abs_products[i], amax, 1.0);
+            prop_assert!(
+                (got[i] - exact[i]).abs() <= tol,
+                "scalar {ty} token {t} row {r}: {} vs f64 reference {} (tolerance {tol})",
+                got[i],
+                exact[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+macro_rules! properties_per_type {
+    ($($module:ident => $ty:expr,)*) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn gemm_equals_repeated_gemv_with_scalar_kernels() {
+                if !runnable(dispatch::scalar(), $ty, "gemm_equals_repeated_gemv") {
+                    return;
+                }
+                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                    gemm_equals_repeated_gemv(dispatch::scalar(), $ty, c)?;
+                });
+            }
+
+            #[test]
+            fn gemm_equals_repeated_gemv_with_best_kernels() {
+                if !runnable(dispatch::best(), $ty, "gemm_equals_repeated_gemv") {
+                    return;
+                }
+                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                    gemm_equals_repeated_gemv(dispatch::best(), $ty, c)?;
+                });
+            }
+
+            #[test]
+            fn best_kernels_match_scalar_within_tolerance() {
+                if !runnable(dispatch::scalar(), $ty, "best_kernels_match_scalar")
+                    || !runnable(dispatch::best(), $ty, "best_kernels_match_scalar")
+                {
+                    return;
+                }
+                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                    best_matches_scalar($ty, c)?;
+                });
+            }
+
+            #[test]
+            fn scalar_matmul_approximates_the_dequantized_product() {
+                if !runnable(dispatch::scalar(), $ty, "scalar_approximates_dequantized_product") {
+                    return;
+                }
+                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                    scalar_approximates_dequantized_product($ty, c)?;
+                });
+            }
+        }
+    )*};
+}
+
+properties_per_type! {
+    f32_weights => GgmlType::F32,
+    f16_weights => GgmlType::F16,
+    bf16_weights => GgmlType::BF16,
+    q4_0_weights => GgmlType::Q4_0,
+    q4_1_weights => GgmlType::Q4_1,
+    q5_0_weights => GgmlType::Q5_0,
+    q5_1_weights => GgmlType::Q5_1,
+    q8_0_weights => GgmlType::Q8_0,
+    q2_k_weights => GgmlType::Q2_K,
+    q3_k_weights => GgmlType::Q3_K,
+    q4_k_weights => GgmlType::Q4_K,
+    q5_k_weights => GgmlType::Q5_K,
+    q6_k_weights => GgmlType::Q6_K,
+    iq4_nl_weights => GgmlType::IQ4_NL,
+    iq4_xs_weights => GgmlType::IQ4_XS,
+}
+
+#[test]
+fn the_property_list_covers_every_weight_type() {
+    let activation_only = [GgmlType::Q8_1, GgmlType::Q8_K];
+    for ty in GgmlType::ALL {
+        assert_eq!(
+            WEIGHT_TYPES.contains(&ty),
+            !activation_only.contains(&ty),
+            "{ty} is missing from (or wrongly in) WEIGHT_TYPES"
+        );
+    }
+}
