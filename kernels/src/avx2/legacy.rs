@@ -1,0 +1,217 @@
+//! AVX2 dot kernels for the 32-element "legacy" formats: Q4_0, Q5_0, Q8_0 and IQ4_NL
+//! against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
+//!
+//! One kernel body serves all six, specialised at compile time by the weight kind and by
+//! the number of activation rows `N`. Blocks are walked in groups of four: the 4 weight
+//! scales and, per activation row, the 4 activation scales are converted with one F16C
+//! instruction each and multiplied into a small table; then every weight block is unpacked
+//! once into 32 bytes and multiplied against the `N` activation rows.
+//!
+//! Signed weights (`q - 8`, `q - 16`, Q8_0, the IQ4_NL table) use the sign trick
+//! (`maddubs(|w|, sign(a, w))`); Q4_1/Q5_1 quants are unsigned and go into `maddubs`
+//! directly, their `m · s` offset term being accumulated separately per row.
+
+use std::arch::x86_64::*;
+
+use super::util::{
+    bits_to_bytes, check_dot_args, dispatch_rows, dot_i8_signed, f16x4_strided, hsum_ps,
+    hsum_ps128, nibbles_32,
+};
+use crate::blocks::IQ4NL_TABLE;
+
+/// Weight kinds the shared kernel body is specialised for.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+const IQ4_NL: u8 = 5;
+
+/// Bytes per weight block of `kind`.
+const fn weight_block_bytes(kind: u8) -> usize {
+    match kind {
+        Q4_0 | IQ4_NL => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34, // Q8_0
+    }
+}
+
+/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
+const fn has_min(kind: u8) -> bool {
+    matches!(kind, Q4_1 | Q5_1)
+}
+
+/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
+const fn act_block_bytes(kind: u8) -> usize {
+    if has_min(kind) {
+        36
+    } else {
+        34
+    }
+}
+
+/// Unpacks the weight block at `p` into its 32 quants in element order: signed values
+/// (`q - 8`, `q - 16`, Q8_0 as is, IQ4_NL table values) for the kinds without a minimum,
+/// unsigned `q` (0..=15 or 0..=31) for Q4_1 and Q5_1.
+///
+/// # Safety
+/// `p` must point at a whole weight block of `KIND`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
+    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
+    // every offset is inside that block's layout (see `crate::blocks`).
+    unsafe {
+        match KIND {
+            Q4_0 => _mm256_sub_epi8(nibbles_32(p.add(2)), _mm256_set1_epi8(8)),
+            Q4_1 => nibbles_32(p.add(4)),
+            Q5_0 => {
+                let high = bits_to_bytes(p.add(2).cast::<u32>().read_unaligned());
+                // q - 16 = nibble - 16 when the fifth bit is clear, i.e. nibble | 0xF0.
+                let offset = _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8));
+                _mm256_or_si256(nibbles_32(p.add(6)), offset)
+            }
+            Q5_1 => {
+                let high = bits_to_bytes(p.add(4).cast::<u32>().read_unaligned());
+                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles_32(p.add(8)), fifth)
+            }
+            IQ4_NL => {
+                let table = _mm_loadu_si128(IQ4NL_TABLE.as_ptr().cast());
+                let table = _mm256_set_m128i(table, table);
+                _mm256_shuffle_epi8(table, nibbles_32(p.add(2)))
+            }
+            _ => _mm256_loadu_si256(p.add(2).cast()), // Q8_0
+        }
+    }
+}
+
+/// The shared kernel: `out[r] = dot(weight row, activation row r)` for `r < N`.
+///
+/// # Safety
+/// `check_dot_args` must have accepted the slices for `KIND`'s block sizes, with
+/// `n_blocks` its result and `out.len() == N`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows<const KIND: u8, const N: usize>(
+    w: &[u8],
+    n_blocks: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    out: &mut [f32],
+) {
+    let wp = w.as_ptr();
+    let ap = acts.as_ptr();
+    // Two accumulator sets when N == 1 so that consecutive blocks' FMAs do not wait on
+    // each other (decode is one row); otherwise the N rows already interleave.
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut acc_min = [_mm_setzero_ps(); N];
+    let mut b = 0;
+    while b < n_blocks {
+        let count = (n_blocks - b).min(4);
+        // SAFETY: blocks b .. b + count < n_blocks lie inside the weight row and inside
+        // every activation row r < N (checked by `check_dot_args`).
+        unsafe {
+            if count == 4 {
+                group::<KIND, N>(wp, ap, act_row_bytes, b, 4, &mut acc, &mut acc_min);
+            } else {
+                group::<KIND, N>(wp, ap, act_row_bytes, b, count, &mut acc, &mut acc_min);
+            }
+        }
+        b += count;
+    }
+    for r in 0..N {
+        out[r] = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
+        if has_min(KIND) {
+            out[r] += hsum_ps128(acc_min[r]);
+        }
+    }
+}
+
+/// Adds blocks `first .. first + count` (count ≤ 4) of the row to the accumulators.
+///
+/// # Safety
+/// Those blocks must exist in the weight row and in all `N` activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group<const KIND: u8, const N: usize>(
+    wp: *const u8,
+    ap: *const u8,
+    act_row_bytes: usize,
+    first: usize,
+    count: usize,
+    acc: &mut [[__m256; 2]; N],
+    acc_min: &mut [__m128; N],
+) {
+    let wbb = weight_block_bytes(KIND);
+    let abb = act_block_bytes(KIND);
+    let a_quants = if has_min(KIND) { 4 } else { 2 };
+    // SAFETY (all pointer arithmetic and reads below): the caller guarantees blocks
+    // `first .. first + count` exist in the weight row and in every activation row r < N.
+    unsafe {
+        let wg = wp.add(first * wbb);
+        let d_w = f16x4_strided(wg, wbb, count);
+        let m_w = if has_min(KIND) {
+            f16x4_strided(wg.add(2), wbb, count)
+        } else {
+            d_w
+        };
+        let mut scales = [[0f32; 4]; N];
+        for r in 0..N {
+            let ag = ap.add(r * act_row_bytes + first * abb);
+            let d_a = f16x4_strided(ag, abb, count);
+            _mm_storeu_ps(scales[r].as_mut_ptr(), _mm_mul_ps(d_w, d_a));
+            if has_min(KIND) {
+                let s_a = f16x4_strided(ag.add(2), abb, count);
+                acc_min[r] = _mm_fmadd_ps(m_w, s_a, acc_min[r]);
+            }
+        }
+        for k in 0..count {
+            let q = unpack::<KIND>(wg.add(k * wbb));
+            let q_abs = _mm256_sign_epi8(q, q);
+            let slot = if N == 1 { k & 1 } else { 0 };
+            for r in 0..N {
+                let a = _mm256_loadu_si256(
+                    ap.add(r * act_row_bytes + (first + k) * abb + a_quants)
+                        .cast(),
+                );
+                let isum = if has_min(KIND) {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+                } else {
+                    dot_i8_signed(q_abs, q, a)
+                };
+                let scale = _mm256_broadcast_ss(&scales[r][k]);
+                acc[r][slot] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r][slot]);
+            }
+        }
+    }
+}
+
+/// Defines the safe [`crate::dispatch::DotFn`] wrapper for one weight kind.
+macro_rules! legacy_dot_fn {
+    ($name:ident, $kind:expr) => {
+        pub(super) fn $name(w: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
+            let n_blocks = check_dot_args(
+                w,
+                weight_block_bytes($kind),
+                acts,
+                act_row_bytes,
+                act_block_bytes($kind),
+                out,
+            );
+            dispatch_rows!(out.len(), N => {
+                // SAFETY: avx2, fma and f16c were detected before `install` made this
+                // function reachable; `check_dot_args` validated the slice lengths.
+                unsafe { dot_rows::<{ $kind }, N>(w, n_blocks, acts, act_row_bytes, out) }
+            })
+        }
+    };
+}
+
+legacy_dot_fn!(dot_q4_0, Q4_0);
+legacy_dot_fn!(dot_q4_1, Q4_1);
+legacy_dot_fn!(dot_q5_0, Q5_0);
+legacy_dot_fn!(dot_q5_1, Q5_1);
+legacy_dot_fn!(dot_q8_0, Q8_0);
+legacy_dot_fn!(dot_iq4_nl, IQ4_NL);

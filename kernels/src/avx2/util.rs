@@ -1,0 +1,211 @@
+//! Small AVX2 building blocks shared by the kernel families: argument checks, scale
+//! conversion, nibble unpacking, horizontal sums and the row-count dispatch macro.
+//!
+//! Every `unsafe fn` here is `#[target_feature(enable = "avx2,fma,f16c")]`; callers are
+//! themselves such functions, reached only through `install`, which `dispatch` calls after
+//! detecting the three features.
+
+use std::arch::x86_64::*;
+
+use crate::dispatch::MAX_ACT_ROWS;
+
+/// Calls `$body` with the const `$n` bound to `$rows` (1 ..= `MAX_ACT_ROWS`), so a kernel
+/// generic over its number of activation rows is instantiated once per row count.
+macro_rules! dispatch_rows {
+    ($rows:expr, $n:ident => $body:expr) => {
+        match $rows {
+            1 => {
+                const $n: usize = 1;
+                $body
+            }
+            2 => {
+                const $n: usize = 2;
+                $body
+            }
+            3 => {
+                const $n: usize = 3;
+                $body
+            }
+            4 => {
+                const $n: usize = 4;
+                $body
+            }
+            5 => {
+                const $n: usize = 5;
+                $body
+            }
+            6 => {
+                const $n: usize = 6;
+                $body
+            }
+            7 => {
+                const $n: usize = 7;
+                $body
+            }
+            8 => {
+                const $n: usize = 8;
+                $body
+            }
+            other => unreachable!("row count {other} was checked to be in 1..=8"),
+        }
+    };
+}
+pub(super) use dispatch_rows;
+
+/// Checks the [`crate::dispatch::DotFn`] contract for a weight format of `w_block_bytes`
+/// bytes per block paired with activations of `a_block_bytes` per block, and returns the
+/// number of blocks in the weight row.
+///
+/// After this returns, every activation row `r < out.len()` has its
+/// `n_blocks * a_block_bytes` bytes inside `acts` at offset `r * act_row_bytes`, and the
+/// weight row is exactly `n_blocks * w_block_bytes` bytes: the invariant every kernel's
+/// raw-pointer reads rely on.
+///
+/// # Panics
+/// On any violation: these are caller bugs (the matmul sizes everything from the shapes).
+pub(super) fn check_dot_args(
+    w: &[u8],
+    w_block_bytes: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    a_block_bytes: usize,
+    out: &[f32],
+) -> usize {
+    assert!(
+        w.len() % w_block_bytes == 0,
+        "weight row of {} bytes is not a whole number of {w_block_bytes}-byte blocks",
+        w.len()
+    );
+    assert!(
+        (1..=MAX_ACT_ROWS).contains(&out.len()),
+        "{} activation rows requested, the kernels take 1..={MAX_ACT_ROWS}",
+        out.len()
+    );
+    let n_blocks = w.len() / w_block_bytes;
+    let needed = (out.len() - 1) * act_row_bytes + n_blocks * a_block_bytes;
+    assert!(
+        acts.len() >= needed,
+        "activations hold {} bytes, {} rows of stride {act_row_bytes} need {needed}",
+        acts.len(),
+        out.len()
+    );
+    n_blocks
+}
+
+/// Reads the little-endian IEEE binary16 at `p` as f32 (subnormals included).
+///
+/// # Safety
+/// `p..p + 2` must be readable; the CPU must have f16c.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at `p`; unaligned read.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Reads the little-endian f32 at `p`.
+///
+/// # Safety
+/// `p..p + 4` must be readable.
+#[inline]
+pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees four readable bytes at `p`; unaligned read.
+    unsafe { p.cast::<f32>().read_unaligned() }
+}
+
+/// Converts the binary16 values at `p`, `p + stride`, ... (`count` of them, at most 4) into
+/// the lanes of an `__m128`; lanes past `count` are zero. Used to turn the scales of four
+/// consecutive blocks into f32 with one conversion.
+///
+/// # Safety
+/// The `count` two-byte fields must be readable; `count <= 4`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16x4_strided(p: *const u8, stride: usize, count: usize) -> __m128 {
+    let mut bits = 0u64;
+    for k in 0..count {
+        // SAFETY: the caller guarantees the k-th field (k < count) is readable.
+        let h = unsafe { p.add(k * stride).cast::<u16>().read_unaligned() };
+        bits |= u64::from(h) << (16 * k);
+    }
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// Loads 16 bytes of packed nibbles at `p` and returns the 32 nibbles in element order:
+/// the low nibbles (elements 0..16) in the low 128-bit lane, the high nibbles (16..32) in
+/// the high lane, each as a byte 0..=15.
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn nibbles_32(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes at `p`; unaligned load.
+    let x = unsafe { _mm_loadu_si128(p.cast()) };
+    let hi = _mm_srli_epi16(x, 4);
+    _mm256_and_si256(_mm256_set_m128i(hi, x), _mm256_set1_epi8(0x0F))
+}
+
+/// Expands the 32 bits of `bits` into 32 bytes: byte `j` is 0xFF when bit `j` is set and
+/// 0x00 otherwise.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn bits_to_bytes(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    // Byte j takes byte j / 8 of the word ...
+    let spread = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0x0000_0000_0000_0000,
+    );
+    let bytes = _mm256_shuffle_epi8(v, spread);
+    // ... and is all ones after OR-ing every bit but bit j % 8 iff that bit is set.
+    let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFEu64 as i64);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1))
+}
+
+/// Sum of the 8 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    hsum_ps128(s)
+}
+
+/// Sum of the 4 lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_ps128(v: __m128) -> f32 {
+    let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of the 8 i32 lanes of `v` (wrapping; callers stay far below overflow).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    hsum_epi32_128(s)
+}
+
+/// Sum of the 4 i32 lanes of `v` (wrapping; callers stay far below overflow).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_epi32_128(v: __m128i) -> i32 {
+    let s = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Dot products of 32 signed bytes `w` (|w| ≤ 128) with 32 signed bytes `a`
+/// (-127 ..= 127), given `w_abs = |w|` precomputed once per weight block: 8 i32 lanes,
+/// each the sum of 4 products. Exact: a pair of products is at most 2·128·127 < 2^15.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_i8_signed(w_abs: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(a, w));
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
