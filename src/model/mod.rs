@@ -13,6 +13,7 @@ pub mod config;
 mod error;
 pub mod forward;
 pub mod kv_cache;
+pub mod perplexity;
 pub mod rope;
 mod session;
 pub mod weights;
