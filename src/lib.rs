@@ -4,6 +4,7 @@
 //! - [`gguf`]: the GGUF container: memory-mapped, validated, zero-copy tensor data.
 //! - [`tokenizer`]: byte-level BPE and SentencePiece-style tokenizers built from GGUF metadata.
 //! - [`model`]: per-architecture descriptions, the forward pass and the KV cache.
+//! - [`sample`]: choosing the next token (greedy or seeded temperature sampling).
 //! - [`Error`]: the one error type of the public API.
 //!
 //! Kernels (block formats, dequantization, dot products, matmul) live in the
@@ -12,6 +13,7 @@
 pub mod error;
 pub mod gguf;
 pub mod model;
+pub mod sample;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

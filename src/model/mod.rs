@@ -21,6 +21,7 @@ pub mod weights;
 use std::path::Path;
 
 use crate::gguf::GgufFile;
+use crate::tokenizer::Tokenizer;
 
 pub use config::Config;
 pub use error::ModelError;
@@ -34,6 +35,7 @@ pub struct Model {
     file: GgufFile,
     config: Config,
     weights: Weights,
+    tokenizer: Tokenizer,
 }
 
 impl Model {
@@ -41,11 +43,12 @@ impl Model {
     /// against the hyperparameters, and builds the tokenizer.
     pub fn open(path: impl AsRef<Path>) -> crate::Result<Model> {
         let file = GgufFile::open(path.as_ref())?;
-        Model::from_gguf(file)
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        Model::from_gguf(file, tokenizer)
     }
 
-    /// Builds a model from an opened file.
-    pub fn from_gguf(file: GgufFile) -> crate::Result<Model> {
+    /// Builds a model from an opened file and the tokenizer built from it.
+    pub fn from_gguf(file: GgufFile, tokenizer: Tokenizer) -> crate::Result<Model> {
         let arch_name = file.architecture().unwrap_or("").to_string();
         let n_vocab = match file.tensor("token_embd.weight") {
             Some(t) if t.ne.len() == 2 && t.ne[1] > 0 => t.ne[1] as usize,
@@ -73,12 +76,18 @@ impl Model {
             file,
             config,
             weights,
+            tokenizer,
         })
     }
 
     /// The hyperparameters.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The tokenizer built from the file's metadata.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// The underlying GGUF file.
