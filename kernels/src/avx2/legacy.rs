@@ -2,8 +2,8 @@
 //! against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
 //!
 //! One kernel body serves all six, specialised at compile time by the weight kind and by
-//! the number of activation rows `N`. Blocks are walked in groups of four: the 4 weight
-//! scales and, per activation row, the 4 activation scales are converted with one F16C
+//! the number of activation rows `N`. Blocks are walked in groups of eight: the 8 weight
+//! scales and, per activation row, the 8 activation scales are converted with one F16C
 //! instruction each and multiplied into a small table; then every weight block is unpacked
 //! once into 32 bytes and multiplied against the `N` activation rows.
 //!
@@ -14,8 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::util::{
-    bits_to_bytes, check_dot_args, dispatch_rows, dot_i8_signed, f16x4_strided, hsum_ps,
-    hsum_ps128, nibbles_32,
+    bits_to_bytes, check_dot_args, dispatch_rows, dot_i8_signed, f16_strided, hsum_ps, nibbles_32,
 };
 use crate::blocks::IQ4NL_TABLE;
 
@@ -106,68 +105,75 @@ unsafe fn dot_rows<const KIND: u8, const N: usize>(
     // Two accumulator sets when N == 1 so that consecutive blocks' FMAs do not wait on
     // each other (decode is one row); otherwise the N rows already interleave.
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    let mut acc_min = [_mm_setzero_ps(); N];
+    let mut acc_min = [_mm256_setzero_ps(); N];
     let mut b = 0;
-    while b < n_blocks {
-        let count = (n_blocks - b).min(4);
-        // SAFETY: blocks b .. b + count < n_blocks lie inside the weight row and inside
-        // every activation row r < N (checked by `check_dot_args`).
-        unsafe {
-            if count == 4 {
-                group::<KIND, N>(wp, ap, act_row_bytes, b, 4, &mut acc, &mut acc_min);
-            } else {
-                group::<KIND, N>(wp, ap, act_row_bytes, b, count, &mut acc, &mut acc_min);
-            }
+    // SAFETY (the three loops): each group's blocks b .. b + COUNT are < n_blocks, so they
+    // lie inside the weight row and inside every activation row r < N (checked by
+    // `check_dot_args`).
+    unsafe {
+        while b + 8 <= n_blocks {
+            group::<KIND, N, 8>(wp, ap, act_row_bytes, b, &mut acc, &mut acc_min);
+            b += 8;
         }
-        b += count;
+        if b + 4 <= n_blocks {
+            group::<KIND, N, 4>(wp, ap, act_row_bytes, b, &mut acc, &mut acc_min);
+            b += 4;
+        }
+        while b < n_blocks {
+            group::<KIND, N, 1>(wp, ap, act_row_bytes, b, &mut acc, &mut acc_min);
+            b += 1;
+        }
     }
     for r in 0..N {
         out[r] = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
         if has_min(KIND) {
-            out[r] += hsum_ps128(acc_min[r]);
+            out[r] += hsum_ps(acc_min[r]);
         }
     }
 }
 
-/// Adds blocks `first .. first + count` (count ≤ 4) of the row to the accumulators.
+/// Adds blocks `first .. first + COUNT` (COUNT ≤ 8) of the row to the accumulators.
+///
+/// The `COUNT` weight scales, and per activation row the `COUNT` activation scales, are
+/// converted with one F16C instruction and multiplied into a table once; each weight block
+/// is then unpacked once and used for all `N` rows.
 ///
 /// # Safety
 /// Those blocks must exist in the weight row and in all `N` activation rows.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<const KIND: u8, const N: usize>(
+unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
     wp: *const u8,
     ap: *const u8,
     act_row_bytes: usize,
     first: usize,
-    count: usize,
     acc: &mut [[__m256; 2]; N],
-    acc_min: &mut [__m128; N],
+    acc_min: &mut [__m256; N],
 ) {
     let wbb = weight_block_bytes(KIND);
     let abb = act_block_bytes(KIND);
     let a_quants = if has_min(KIND) { 4 } else { 2 };
     // SAFETY (all pointer arithmetic and reads below): the caller guarantees blocks
-    // `first .. first + count` exist in the weight row and in every activation row r < N.
+    // `first .. first + COUNT` exist in the weight row and in every activation row r < N.
     unsafe {
         let wg = wp.add(first * wbb);
-        let d_w = f16x4_strided(wg, wbb, count);
+        let d_w = f16_strided::<COUNT>(wg, wbb);
         let m_w = if has_min(KIND) {
-            f16x4_strided(wg.add(2), wbb, count)
+            f16_strided::<COUNT>(wg.add(2), wbb)
         } else {
             d_w
         };
-        let mut scales = [[0f32; 4]; N];
+        let mut scales = [[0f32; 8]; N];
         for r in 0..N {
             let ag = ap.add(r * act_row_bytes + first * abb);
-            let d_a = f16x4_strided(ag, abb, count);
-            _mm_storeu_ps(scales[r].as_mut_ptr(), _mm_mul_ps(d_w, d_a));
+            let d_a = f16_strided::<COUNT>(ag, abb);
+            _mm256_storeu_ps(scales[r].as_mut_ptr(), _mm256_mul_ps(d_w, d_a));
             if has_min(KIND) {
-                let s_a = f16x4_strided(ag.add(2), abb, count);
-                acc_min[r] = _mm_fmadd_ps(m_w, s_a, acc_min[r]);
+                let s_a = f16_strided::<COUNT>(ag.add(2), abb);
+                acc_min[r] = _mm256_fmadd_ps(m_w, s_a, acc_min[r]);
             }
         }
-        for k in 0..count {
+        for k in 0..COUNT {
             let q = unpack::<KIND>(wg.add(k * wbb));
             let q_abs = _mm256_sign_epi8(q, q);
             let slot = if N == 1 { k & 1 } else { 0 };

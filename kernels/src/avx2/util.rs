@@ -114,22 +114,22 @@ pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     unsafe { p.cast::<f32>().read_unaligned() }
 }
 
-/// Converts the binary16 values at `p`, `p + stride`, ... (`count` of them, at most 4) into
-/// the lanes of an `__m128`; lanes past `count` are zero. Used to turn the scales of four
-/// consecutive blocks into f32 with one conversion.
+/// Converts the binary16 values at `p`, `p + stride`, ... (`COUNT` of them, at most 8)
+/// into the lanes of an `__m256`; lanes past `COUNT` are zero. Used to turn the scales of
+/// up to 8 consecutive blocks into f32 with one conversion.
 ///
 /// # Safety
-/// The `count` two-byte fields must be readable; `count <= 4`.
+/// The `COUNT` two-byte fields must be readable; `COUNT <= 8`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn f16x4_strided(p: *const u8, stride: usize, count: usize) -> __m128 {
-    let mut bits = 0u64;
-    for k in 0..count {
-        // SAFETY: the caller guarantees the k-th field (k < count) is readable.
+pub(super) unsafe fn f16_strided<const COUNT: usize>(p: *const u8, stride: usize) -> __m256 {
+    let mut bits = [0u64; 2];
+    for k in 0..COUNT {
+        // SAFETY: the caller guarantees the k-th field (k < COUNT) is readable.
         let h = unsafe { p.add(k * stride).cast::<u16>().read_unaligned() };
-        bits |= u64::from(h) << (16 * k);
+        bits[k / 4] |= u64::from(h) << (16 * (k % 4));
     }
-    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+    _mm256_cvtph_ps(_mm_set_epi64x(bits[1] as i64, bits[0] as i64))
 }
 
 /// Loads 16 bytes of packed nibbles at `p` and returns the 32 nibbles in element order:
