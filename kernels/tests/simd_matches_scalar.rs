@@ -374,3 +374,90 @@ fn best_is_the_simd_set_when_the_cpu_supports_it() {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     eprintln!("NOTE: no SIMD kernels exist for this architecture; best() is {name}");
 }
+
+/// One activation value: mostly ordinary, sometimes exact rounding ties, zeros of both
+/// signs, subnormals, infinities, NaN or any bit pattern at all.
+fn quant_input_value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        20 => -1.0f32..=1.0,
+        4 => (-508i32..=508).prop_map(|k| k as f32 / 4.0),
+        1 => Just(f32::NAN),
+        1 => Just(f32::INFINITY),
+        1 => Just(f32::NEG_INFINITY),
+        1 => Just(0.0f32),
+        1 => Just(-0.0f32),
+        1 => any::<u32>().prop_map(|b| f32::from_bits(b & 0x807F_FFFF)),
+        1 => any::<u32>().prop_map(f32::from_bits),
+    ]
+}
+
+/// A row of `n` activation values, from one of several families of inputs.
+fn quant_input_row(n: usize) -> impl Strategy<Value = Vec<f32>> {
+    prop_oneof![
+        // Anything, special values included.
+        prop::collection::vec(quant_input_value(), n),
+        // Quarter-integers with ±127 present: scale 1, so x / d lands exactly on halves.
+        (
+            prop::collection::vec((-508i32..=508).prop_map(|k| k as f32 / 4.0), n),
+            any::<bool>()
+        )
+            .prop_map(|(mut v, negative)| {
+                v[0] = if negative { -127.0 } else { 127.0 };
+                v
+            }),
+        // Subnormals only: the scale's inverse overflows.
+        prop::collection::vec(
+            any::<u32>().prop_map(|b| f32::from_bits(b & 0x807F_FFFF)),
+            n
+        ),
+        // Ordinary values at a tiny or huge magnitude.
+        (
+            prop::collection::vec(-1.0f32..=1.0, n),
+            prop_oneof![Just(1e-38f32), Just(1e-30f32), Just(1e30f32), Just(3e38f32)]
+        )
+            .prop_map(|(v, m)| v.into_iter().map(|x| x * m).collect()),
+    ]
+}
+
+/// `best()`'s quantizer for `ty` writes exactly the scalar quantizer's bytes.
+fn check_quantizer(ty: GgmlType, x: &[f32]) -> Result<(), TestCaseError> {
+    let f = format(ty);
+    let bytes = f.row_bytes(x.len());
+    let mut want = vec![0x5Au8; bytes];
+    let mut got = vec![0xA5u8; bytes];
+    (dispatch::scalar().quantize(ty).expect("scalar quantizer"))(x, &mut want);
+    (dispatch::best().quantize(ty).expect("best quantizer"))(x, &mut got);
+    prop_assert!(
+        want == got,
+        "{ty} ({}): first differing byte at {:?}",
+        dispatch::best().name(),
+        want.iter().zip(&got).position(|(a, b)| a != b)
+    );
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn q8_0_quantizer_is_bit_identical_to_scalar(
+        x in (1usize..=4).prop_flat_map(|b| quant_input_row(32 * b))
+    ) {
+        note_if_scalar();
+        check_quantizer(GgmlType::Q8_0, &x)?;
+    }
+
+    #[test]
+    fn q8_1_quantizer_is_bit_identical_to_scalar(
+        x in (1usize..=4).prop_flat_map(|b| quant_input_row(32 * b))
+    ) {
+        note_if_scalar();
+        check_quantizer(GgmlType::Q8_1, &x)?;
+    }
+
+    #[test]
+    fn q8_k_quantizer_is_bit_identical_to_scalar(
+        x in (1usize..=2).prop_flat_map(|b| quant_input_row(256 * b))
+    ) {
+        note_if_scalar();
+        check_quantizer(GgmlType::Q8_K, &x)?;
+    }
+}

@@ -6,7 +6,9 @@
 //! which is what makes prompt processing (many activation rows) fast.
 //!
 //! Families: [`float`] (F32, F16, BF16), [`legacy`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! IQ4_NL), [`kquants`] (Q2_K ... Q6_K, IQ4_XS). The SIMD functions are
+//! IQ4_NL), [`kquants`] (Q2_K ... Q6_K, IQ4_XS); [`quantize`] holds the Q8_0, Q8_1 and
+//! Q8_K activation quantizers, bit-identical to the scalar ones (F32/F16/BF16 activations
+//! keep the scalar converters). The SIMD functions are
 //! `#[target_feature(enable = "avx2,fma,f16c")] unsafe fn`s; the only way to reach them is
 //! through the private safe wrappers installed here, and [`install`] is only called by
 //! `dispatch` after it detected all three features.
@@ -14,6 +16,7 @@
 mod float;
 mod kquants;
 mod legacy;
+mod quantize;
 mod util;
 
 use crate::dispatch::KernelSet;
@@ -36,5 +39,8 @@ pub(crate) fn install(set: &mut KernelSet) {
     set.set_dot(GgmlType::Q5_K, kquants::dot_q5_k);
     set.set_dot(GgmlType::Q6_K, kquants::dot_q6_k);
     set.set_dot(GgmlType::IQ4_XS, kquants::dot_iq4_xs);
+    set.set_quantize(GgmlType::Q8_0, quantize::quantize_q8_0);
+    set.set_quantize(GgmlType::Q8_1, quantize::quantize_q8_1);
+    set.set_quantize(GgmlType::Q8_K, quantize::quantize_q8_k);
     set.set_name("avx2");
 }
