@@ -21,7 +21,14 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 /// Cases per property and type: each case runs a few matmuls of up to 70 x 2048.
-const CASES: u32 = 48;
+/// `PROPTEST_CASES` overrides the default of 48 (`kernels/test-aarch64.sh` lowers it: qemu
+/// is slow).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
 
 /// A small deterministic generator, so a case is reproducible from its seed.
 struct Rng(u64);
@@ -344,7 +351,7 @@ macro_rules! properties_per_type {
                 if !runnable(dispatch::scalar(), $ty, "gemm_equals_repeated_gemv") {
                     return;
                 }
-                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                proptest!(ProptestConfig::with_cases(cases()), |(c in case())| {
                     gemm_equals_repeated_gemv(dispatch::scalar(), $ty, c)?;
                 });
             }
@@ -354,7 +361,7 @@ macro_rules! properties_per_type {
                 if !runnable(dispatch::best(), $ty, "gemm_equals_repeated_gemv") {
                     return;
                 }
-                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                proptest!(ProptestConfig::with_cases(cases()), |(c in case())| {
                     gemm_equals_repeated_gemv(dispatch::best(), $ty, c)?;
                 });
             }
@@ -366,7 +373,7 @@ macro_rules! properties_per_type {
                 {
                     return;
                 }
-                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                proptest!(ProptestConfig::with_cases(cases()), |(c in case())| {
                     best_matches_scalar($ty, c)?;
                 });
             }
@@ -376,7 +383,7 @@ macro_rules! properties_per_type {
                 if !runnable(dispatch::scalar(), $ty, "scalar_approximates_dequantized_product") {
                     return;
                 }
-                proptest!(ProptestConfig::with_cases(CASES), |(c in case())| {
+                proptest!(ProptestConfig::with_cases(cases()), |(c in case())| {
                     scalar_approximates_dequantized_product($ty, c)?;
                 });
             }
