@@ -60,7 +60,7 @@ impl Sampler {
 
     /// Picks the next token from one row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        if !(self.temperature > 0.0) || logits.len() <= 1 {
+        if self.temperature.is_nan() || self.temperature <= 0.0 || logits.len() <= 1 {
             return argmax(logits);
         }
         let c = &mut self.candidates;
