@@ -158,13 +158,13 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
                 }
                 let s_lo = _mm256_set1_epi16(((sc >> (16 * c)) & 0xFF) as i16);
                 let s_hi = _mm256_set1_epi16(((sc >> (16 * c + 8)) & 0xFF) as i16);
-                for r in 0..N {
+                for (r, sumi) in sumi.iter_mut().enumerate() {
                     let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 64 * c);
                     let a_lo = _mm256_loadu_si256(a.cast());
                     let a_hi = _mm256_loadu_si256(a.add(32).cast());
                     let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
                     let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a_hi), s_hi);
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(p_lo, p_hi));
                 }
             }
             for r in 0..N {
@@ -236,11 +236,11 @@ unsafe fn q6k_rows<const N: usize>(
                 ];
                 for (j, &qj) in q.iter().enumerate() {
                     let s = pair_scales(scales, 4 * h + j);
-                    for r in 0..N {
+                    for (r, sumi) in sumi.iter_mut().enumerate() {
                         let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 128 * h + 32 * j);
                         let a = _mm256_loadu_si256(a.cast());
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qj, a), s);
-                        sumi[r] = _mm256_add_epi32(sumi[r], p);
+                        *sumi = _mm256_add_epi32(*sumi, p);
                     }
                 }
             }
@@ -356,11 +356,11 @@ unsafe fn q23k_rows<const THREE: bool, const N: usize>(
                         hmask = _mm256_srli_epi16(hmask, 1);
                     }
                     let s = pair_scales(scales, 4 * h + j);
-                    for r in 0..N {
+                    for (r, sumi) in sumi.iter_mut().enumerate() {
                         let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 128 * h + 32 * j);
                         let a = _mm256_loadu_si256(a.cast());
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), s);
-                        sumi[r] = _mm256_add_epi32(sumi[r], p);
+                        *sumi = _mm256_add_epi32(*sumi, p);
                     }
                 }
             }
@@ -415,11 +415,11 @@ unsafe fn iq4xs_rows<const N: usize>(
                 let s = _mm256_set1_epi16((low | (high << 4)) as i16 - 32);
                 let q = _mm256_shuffle_epi8(table, nibbles_32(wb.add(8 + 16 * i)));
                 let q_abs = _mm256_sign_epi8(q, q);
-                for r in 0..N {
+                for (r, sumi) in sumi.iter_mut().enumerate() {
                     let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 32 * i);
                     let a = _mm256_loadu_si256(a.cast());
                     let pairs = _mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(a, q));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(pairs, s));
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_madd_epi16(pairs, s));
                 }
             }
             for r in 0..N {

@@ -173,6 +173,8 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
                 acc_min[r] = _mm256_fmadd_ps(m_w, s_a, acc_min[r]);
             }
         }
+        // `k` also drives the pointer arithmetic and the accumulator slot, not just `scales`.
+        #[allow(clippy::needless_range_loop)]
         for k in 0..COUNT {
             let q = unpack::<KIND>(wg.add(k * wbb));
             let q_abs = _mm256_sign_epi8(q, q);
