@@ -3,8 +3,15 @@
 //! Numerics follow the reference's flash-attention path (its default): with an F16 cache the
 //! query is rounded to F16 before `q·k`, dot products and the softmax are f32, and the
 //! softmax is computed online (running max `M`, running sum `S`, value accumulator rescaled
-//! by `exp(M_old - M_new)` whenever the max grows), so no score row is ever materialised.
-//! Work is split across the rayon pool by (query token, head).
+//! by `exp(M_old - M_new)` whenever the max grows), so no full score row is materialised.
+//!
+//! Work is split across the rayon pool into tasks of (block of up to [`Q_BLOCK`] query
+//! tokens, KV head). A task serves every query head of the group that shares the KV head, so
+//! each chunk of keys and values is read (and converted from F16) once for
+//! `Q_BLOCK * group` queries. Task results land in a scratch buffer owned by the caller and
+//! are then scattered into the `[token][head][dim]` output.
+
+use std::cell::RefCell;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -15,10 +22,10 @@ use super::kv_cache::{KvCache, KvRows, KvType};
 /// The largest head dimension the attention kernel supports (checked at model load).
 pub const MAX_HEAD_DIM: usize = 1024;
 
-/// f32 values of K (or V) rows converted per chunk; bounds the per-task stack buffers.
-const CHUNK_FLOATS: usize = 8192;
-/// Upper bound on keys per chunk.
-const CHUNK_KEYS: usize = 256;
+/// Query tokens per task.
+pub const Q_BLOCK: usize = 8;
+/// Keys converted and scored per step.
+const KEY_CHUNK: usize = 64;
 
 /// Shape and scale of one attention layer.
 #[derive(Clone, Copy, Debug)]
@@ -37,11 +44,35 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
+/// Per-thread working memory of a task, grown on first use and then reused.
+#[derive(Default)]
+struct TaskBufs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    scores: Vec<f32>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+thread_local! {
+    static TASK_BUFS: RefCell<TaskBufs> = RefCell::new(TaskBufs::default());
+}
+
+fn grown(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
 /// Computes attention for `n_tokens` queries at absolute positions `pos0 ..`.
 ///
 /// `q` is `[n_tokens][n_head][head_dim_k]`, `out` is `[n_tokens][n_head][head_dim_v]`.
 /// The keys and values of positions `0 ..= pos0 + n_tokens - 1` must already be in `cache`
-/// for `layer`.
+/// for `layer`. `scratch` holds the tasks' results between the parallel phase and the
+/// scatter; it is grown as needed and can be reused across calls.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &rayon::ThreadPool,
     cache: &KvCache,
@@ -50,89 +81,156 @@ pub fn attention(
     q: &[f32],
     pos0: usize,
     out: &mut [f32],
+    scratch: &mut Vec<f32>,
 ) {
     assert!(p.head_dim_k <= MAX_HEAD_DIM && p.head_dim_v <= MAX_HEAD_DIM);
-    let n_tokens = q.len() / (p.n_head * p.head_dim_k);
-    assert_eq!(out.len(), n_tokens * p.n_head * p.head_dim_v);
-    let group = p.n_head / p.n_head_kv;
+    let (n_head, n_kv, dv) = (p.n_head, p.n_head_kv, p.head_dim_v);
+    let n_tokens = q.len() / (n_head * p.head_dim_k);
+    assert_eq!(out.len(), n_tokens * n_head * dv);
+    if n_tokens == 0 {
+        return;
+    }
+    let group = n_head / n_kv;
     let round_q = cache.kv_type() == KvType::F16;
+    let n_blocks = n_tokens.div_ceil(Q_BLOCK);
+    let task_len = Q_BLOCK * group * dv;
+    let results = grown(scratch, n_blocks * n_kv * task_len);
     pool.install(|| {
-        out.par_chunks_mut(p.head_dim_v)
+        results
+            .par_chunks_mut(task_len)
             .enumerate()
-            .for_each(|(idx, out_head)| {
-                let (t, h) = (idx / p.n_head, idx % p.n_head);
-                let q_head = &q[idx * p.head_dim_k..(idx + 1) * p.head_dim_k];
-                let pos = pos0 + t;
-                let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let kv_head = h / group;
-                let keys = cache.keys(layer, kv_head, pos + 1);
-                let values = cache.values(layer, kv_head, pos + 1);
-                one_query(p, q_head, round_q, keys, values, first, pos + 1, out_head);
+            .for_each(|(i, task_out)| {
+                let (block, kv_head) = (i / n_kv, i % n_kv);
+                let t0 = block * Q_BLOCK;
+                let t1 = (t0 + Q_BLOCK).min(n_tokens);
+                let last_pos = pos0 + t1 - 1;
+                let task = Task {
+                    p,
+                    group,
+                    round_q,
+                    keys: cache.keys(layer, kv_head, last_pos + 1),
+                    values: cache.values(layer, kv_head, last_pos + 1),
+                    pos0: pos0 + t0,
+                    n_q_tokens: t1 - t0,
+                };
+                TASK_BUFS.with(|bufs| {
+                    let bufs = &mut *bufs.borrow_mut();
+                    let q_rows = grown(&mut bufs.q, (t1 - t0) * group * p.head_dim_k);
+                    for (r, row) in q_rows.chunks_exact_mut(p.head_dim_k).enumerate() {
+                        let (qi, j) = (r / group, r % group);
+                        let h = kv_head * group + j;
+                        let src = ((t0 + qi) * n_head + h) * p.head_dim_k;
+                        for (o, &v) in row.iter_mut().zip(&q[src..src + p.head_dim_k]) {
+                            *o = if round_q {
+                                f16::from_f32(v).to_f32()
+                            } else {
+                                v
+                            };
+                        }
+                    }
+                    task.run(bufs, task_out);
+                });
+            });
+        let results = &*results;
+        out.par_chunks_mut(n_head * dv)
+            .enumerate()
+            .for_each(|(t, out_t)| {
+                let (block, qi) = (t / Q_BLOCK, t % Q_BLOCK);
+                for (h, o) in out_t.chunks_exact_mut(dv).enumerate() {
+                    let (g, j) = (h / group, h % group);
+                    let src = (((block * n_kv + g) * Q_BLOCK + qi) * group + j) * dv;
+                    o.copy_from_slice(&results[src..src + dv]);
+                }
             });
     });
 }
 
-/// Attention of one query head over keys `first..end`, written to `out`.
-#[allow(clippy::too_many_arguments)]
-fn one_query(
-    p: &AttnParams,
-    q_in: &[f32],
+/// One task: the queries of `n_q_tokens` tokens starting at absolute position `pos0`, for
+/// every query head of one KV head's group.
+struct Task<'a> {
+    p: &'a AttnParams,
+    group: usize,
     round_q: bool,
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
-    first: usize,
-    end: usize,
-    out: &mut [f32],
-) {
-    let (dk, dv) = (p.head_dim_k, p.head_dim_v);
-    let mut q_buf = [0f32; MAX_HEAD_DIM];
-    let q = &mut q_buf[..dk];
-    for (o, &v) in q.iter_mut().zip(q_in) {
-        *o = if round_q {
-            f16::from_f32(v).to_f32()
-        } else {
-            v
-        };
-    }
-    let mut k_buf = [0f32; CHUNK_FLOATS];
-    let mut v_buf = [0f32; CHUNK_FLOATS];
-    let mut scores = [0f32; CHUNK_KEYS];
-    let chunk = (CHUNK_FLOATS / dk.max(dv)).clamp(1, CHUNK_KEYS);
+    keys: KvRows<'a>,
+    values: KvRows<'a>,
+    pos0: usize,
+    n_q_tokens: usize,
+}
 
-    out.fill(0.0);
-    let mut max = f32::NEG_INFINITY;
-    let mut sum = 0f32;
-    let mut j0 = first;
-    while j0 < end {
-        let j1 = (j0 + chunk).min(end);
-        let n = j1 - j0;
-        let k = rows_f32(keys, j0 * dk..j1 * dk, &mut k_buf);
-        let mut chunk_max = f32::NEG_INFINITY;
-        for (s, k_row) in scores[..n].iter_mut().zip(k.chunks_exact(dk)) {
-            *s = dot(q, k_row) * p.scale;
-            chunk_max = chunk_max.max(*s);
-        }
-        if chunk_max > max {
-            let rescale = (max - chunk_max).exp();
-            for o in out.iter_mut() {
-                *o *= rescale;
-            }
-            sum *= rescale;
-            max = chunk_max;
-        }
-        let v = rows_f32(values, j0 * dv..j1 * dv, &mut v_buf);
-        for (&s, v_row) in scores[..n].iter().zip(v.chunks_exact(dv)) {
-            let w = (s - max).exp();
-            sum += w;
-            for (o, &x) in out.iter_mut().zip(v_row) {
-                *o += w * x;
-            }
-        }
-        j0 = j1;
+impl Task<'_> {
+    /// First key position visible from a query at `pos`.
+    fn first_key(&self, pos: usize) -> usize {
+        self.p.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
-    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-    for o in out.iter_mut() {
-        *o *= inv;
+
+    /// Runs the task with the queries already in `bufs.q` (row `qi * group + j`), writing
+    /// row `qi * group + j` of `out` (`head_dim_v` values each).
+    fn run(&self, bufs: &mut TaskBufs, out: &mut [f32]) {
+        let (dk, dv) = (self.p.head_dim_k, self.p.head_dim_v);
+        let n_rows = self.n_q_tokens * self.group;
+        let out = &mut out[..n_rows * dv];
+        out.fill(0.0);
+        let max = grown(&mut bufs.max, n_rows);
+        max.fill(f32::NEG_INFINITY);
+        let sum = grown(&mut bufs.sum, n_rows);
+        sum.fill(0.0);
+        let k_buf = grown(&mut bufs.k, KEY_CHUNK * dk);
+        let v_buf = grown(&mut bufs.v, KEY_CHUNK * dv);
+        let scores = grown(&mut bufs.scores, KEY_CHUNK);
+        let q = &bufs.q[..n_rows * dk];
+
+        let last_pos = self.pos0 + self.n_q_tokens - 1;
+        let mut j0 = self.first_key(self.pos0);
+        while j0 <= last_pos {
+            let j1 = (j0 + KEY_CHUNK).min(last_pos + 1);
+            let k = rows_f32(self.keys, j0 * dk..j1 * dk, k_buf);
+            let v = rows_f32(self.values, j0 * dv..j1 * dv, v_buf);
+            for r in 0..n_rows {
+                let pos = self.pos0 + r / self.group;
+                let lo = self.first_key(pos).max(j0);
+                let hi = (pos + 1).min(j1);
+                if lo >= hi {
+                    continue;
+                }
+                let q_row = &q[r * dk..(r + 1) * dk];
+                let acc = &mut out[r * dv..(r + 1) * dv];
+                let s = &mut scores[..hi - lo];
+                let mut chunk_max = f32::NEG_INFINITY;
+                for (sj, k_row) in s
+                    .iter_mut()
+                    .zip(k[(lo - j0) * dk..(hi - j0) * dk].chunks_exact(dk))
+                {
+                    *sj = dot(q_row, k_row) * self.p.scale;
+                    chunk_max = chunk_max.max(*sj);
+                }
+                if chunk_max > max[r] {
+                    let rescale = (max[r] - chunk_max).exp();
+                    for o in acc.iter_mut() {
+                        *o *= rescale;
+                    }
+                    sum[r] *= rescale;
+                    max[r] = chunk_max;
+                }
+                let m = max[r];
+                for (&sj, v_row) in s
+                    .iter()
+                    .zip(v[(lo - j0) * dv..(hi - j0) * dv].chunks_exact(dv))
+                {
+                    let w = (sj - m).exp();
+                    sum[r] += w;
+                    for (o, &x) in acc.iter_mut().zip(v_row) {
+                        *o += w * x;
+                    }
+                }
+            }
+            j0 = j1;
+        }
+        for (acc, &s) in out.chunks_exact_mut(dv).zip(sum.iter()) {
+            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            for o in acc.iter_mut() {
+                *o *= inv;
+            }
+        }
     }
 }
 
@@ -200,10 +298,17 @@ mod tests {
         ((i * 7919 % 97) as f32 / 97.0 - 0.5) * 3.0
     }
 
-    #[test]
-    fn matches_naive_softmax_attention_with_grouped_heads_and_causal_mask() {
-        let (n_head, n_head_kv, d, n_tok) = (4, 2, 8, 5);
-        let mut cache = KvCache::new(KvType::F32, 8, 1, n_head_kv, d, d);
+    /// Fills a cache with `n_cached + n_new` positions, runs attention for the last
+    /// `n_new` queries and compares every output with [`naive`].
+    fn check_against_naive(
+        n_head: usize,
+        n_head_kv: usize,
+        d: usize,
+        n_cached: usize,
+        n_new: usize,
+    ) {
+        let n_tok = n_cached + n_new;
+        let mut cache = KvCache::new(KvType::F32, n_tok + 3, 2, n_head_kv, d, d);
         let mut ks = vec![vec![vec![0f32; d]; n_tok]; n_head_kv];
         let mut vs = ks.clone();
         for pos in 0..n_tok {
@@ -215,9 +320,9 @@ mod tests {
                 ks[h][pos] = k[h * d..(h + 1) * d].to_vec();
                 vs[h][pos] = v[h * d..(h + 1) * d].to_vec();
             }
-            cache.write(0, pos, &k, &v);
+            cache.write(1, pos, &k, &v);
         }
-        let q: Vec<f32> = (0..n_tok * n_head * d).map(|i| val(i + 1000)).collect();
+        let q: Vec<f32> = (0..n_new * n_head * d).map(|i| val(i + 1000)).collect();
         let p = AttnParams {
             n_head,
             n_head_kv,
@@ -226,16 +331,27 @@ mod tests {
             scale: 1.0 / (d as f32).sqrt(),
             window: None,
         };
-        let mut out = vec![0f32; n_tok * n_head * d];
-        attention(&pool(), &cache, 0, &p, &q, 0, &mut out);
-        for t in 0..n_tok {
+        let mut out = vec![0f32; n_new * n_head * d];
+        attention(
+            &pool(),
+            &cache,
+            1,
+            &p,
+            &q,
+            n_cached,
+            &mut out,
+            &mut Vec::new(),
+        );
+        let group = n_head / n_head_kv;
+        for t in 0..n_new {
+            let pos = n_cached + t;
             for h in 0..n_head {
-                let kv = h / 2;
+                let kv = h / group;
                 let i = t * n_head + h;
                 let want = naive(
                     &q[i * d..(i + 1) * d],
-                    &ks[kv][..=t],
-                    &vs[kv][..=t],
+                    &ks[kv][..=pos],
+                    &vs[kv][..=pos],
                     p.scale,
                 );
                 for (a, b) in out[i * d..(i + 1) * d].iter().zip(&want) {
@@ -243,6 +359,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn matches_naive_softmax_attention_with_grouped_heads_and_causal_mask() {
+        check_against_naive(4, 2, 8, 0, 5);
+    }
+
+    #[test]
+    fn matches_naive_attention_across_query_blocks_key_chunks_and_a_cached_prefix() {
+        // 150 new queries (many Q_BLOCKs) after 70 cached positions (several KEY_CHUNKs).
+        check_against_naive(6, 2, 16, 70, 150);
+    }
+
+    #[test]
+    fn single_token_decode_matches_naive_attention() {
+        check_against_naive(9, 3, 64, 200, 1);
     }
 
     #[test]
@@ -258,7 +390,16 @@ mod tests {
             window: None,
         };
         let mut out = vec![0f32; 4];
-        attention(&pool(), &cache, 0, &p, &[9.0, -3.0, 1.0, 0.0], 0, &mut out);
+        attention(
+            &pool(),
+            &cache,
+            0,
+            &p,
+            &[9.0, -3.0, 1.0, 0.0],
+            0,
+            &mut out,
+            &mut Vec::new(),
+        );
         assert_eq!(out, vec![0.5, -0.25, 2.0, 8.0]);
     }
 
@@ -278,7 +419,7 @@ mod tests {
         };
         let mut out = vec![0f32; 1];
         // equal scores: the mean of the visible values 2 and 3
-        attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out);
+        attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out, &mut Vec::new());
         assert_eq!(out[0], 2.5);
     }
 }

@@ -30,6 +30,8 @@ pub struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    /// Per-task attention results (see [`attention`]).
+    attn_tasks: Vec<f32>,
     /// RoPE `[cos, sin]` pairs `[n][n_rot]`.
     cos_sin: Vec<f32>,
     matmul: MatmulScratch,
@@ -200,7 +202,7 @@ pub fn forward(
             );
         }
         let attn = sized(&mut s.attn, n * o_dim);
-        attention(pool, kv, il, &params, q, pos0, attn);
+        attention(pool, kv, il, &params, q, pos0, attn, &mut s.attn_tasks);
         let o = sized(&mut s.o, n * n_embd);
         matmul(pool, &l.wo.mat(file), attn, o, &mut s.matmul);
         add_bias(o, l.bo.as_ref());
@@ -259,7 +261,7 @@ mod tests {
     fn rms_norm_scales_each_row_to_unit_root_mean_square_times_the_weight() {
         let x = [3.0, 4.0, 0.0, 0.0, 1.0, 1.0];
         let mut out = [0f32; 6];
-        rms_norm(&x, &[1.0, 2.0], 0.0, &mut out);
+        rms_norm(&x, &[1.0, 2.0], 1e-9, &mut out);
         let r = (12.5f32).sqrt();
         assert!((out[0] - 3.0 / r).abs() < 1e-6 && (out[1] - 8.0 / r).abs() < 1e-6);
         assert_eq!(&out[2..4], &[0.0, 0.0]);
