@@ -443,8 +443,14 @@ fn quantizers_accept_non_finite_input_without_panicking() {
     x[1] = f32::NAN;
     x[40] = f32::INFINITY;
     x[77] = f32::NEG_INFINITY;
+    x[99] = f32::from_bits(0x7FC0_1234); // a NaN with a payload
     for ty in QUANTIZABLE {
         let q = quantize(ty, &x);
         assert_eq!(q.len(), format(ty).row_bytes(QK_K), "{ty}");
     }
+    // With an infinite maximum, Q8_K's iscale is 0: finite values and NaNs quantize to 0.
+    let block: BlockQ8K = bytemuck::pod_read_unaligned(&quantize(GgmlType::Q8_K, &x));
+    assert_eq!(block.qs[1], 0, "NaN");
+    assert_eq!(block.qs[99], 0, "NaN with a payload");
+    assert!(block.qs[2..40].iter().all(|&q| q == 0));
 }

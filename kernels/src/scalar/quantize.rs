@@ -49,6 +49,31 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+/// `v` rounded to the nearest integer, halves away from zero (C `roundf`), then saturated to
+/// `i8`. NaN gives 0.
+///
+/// Written with a truncating conversion rather than `f32::round`, which is a library call on
+/// x86-64 without SSE4.1: `v - trunc(v)` is exact, so comparing it with ±0.5 decides exactly.
+#[inline]
+fn round_away_i8(v: f32) -> i8 {
+    let v = v.clamp(-256.0, 256.0); // NaN stays NaN and converts to 0
+    let t = v as i32;
+    let frac = v - t as f32;
+    (t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)).clamp(-128, 127) as i8
+}
+
+/// The reference's `nearest_int`: `v` rounded to the nearest integer, halves to even, by
+/// adding 1.5 * 2^23 and reading the low mantissa bits (exact for |v| <= 2^22 - 1; larger
+/// magnitudes are clamped first). NaN gives 0.
+#[inline]
+fn nearest_int(v: f32) -> i32 {
+    if v.is_nan() {
+        return 0; // a NaN's payload would otherwise leak into the mantissa bits
+    }
+    let v = v.clamp(-4_194_303.0, 4_194_303.0);
+    ((v + 12_582_912.0).to_bits() & 0x007F_FFFF) as i32 - 0x0040_0000
+}
+
 /// `1 / d`, or 0 when `d` is 0.
 #[inline]
 fn inverse(d: f32) -> f32 {
@@ -131,7 +156,7 @@ pub(crate) fn quantize_q8_1(src: &[f32], dst: &mut [u8]) {
         let (_, amax) = signed_max(x);
         let d = amax / 127.0;
         let id = inverse(d);
-        let qs = x.map(|v| (v * id).round() as i8);
+        let qs = x.map(|v| round_away_i8(v * id));
         let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
         BlockQ8_1 {
             d: f16::from_f32(d),
@@ -157,7 +182,7 @@ pub(crate) fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in block.qs.iter_mut().zip(x) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = nearest_int(iscale * v).clamp(-128, 127) as i8;
         }
         for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
             *s = group.iter().map(|&q| i16::from(q)).sum();
@@ -231,6 +256,39 @@ pub(crate) fn quantize_q5_1(src: &[f32], dst: &mut [u8]) {
 mod tests {
     use super::super::legacy::nibbles;
     use super::*;
+
+    /// Every half-integer in [-300, 300] and a strided walk over f32 bit patterns up to 300.
+    fn sample_values() -> impl Iterator<Item = f32> {
+        let halves = (-600..=600).map(|k| k as f32 * 0.5);
+        let grid = (0u32..(1 << 24)).flat_map(|k| {
+            let v = f32::from_bits(0x3000_0000 + k * 37);
+            [v, -v]
+        });
+        halves.chain(grid.filter(|v| v.abs() <= 300.0))
+    }
+
+    #[test]
+    fn round_away_i8_is_roundf_saturated() {
+        for v in sample_values() {
+            assert_eq!(round_away_i8(v), v.round() as i8, "{v}");
+        }
+        assert_eq!(round_away_i8(f32::NAN), 0);
+        assert_eq!(round_away_i8(f32::INFINITY), 127);
+        assert_eq!(round_away_i8(f32::NEG_INFINITY), -128);
+    }
+
+    #[test]
+    fn nearest_int_rounds_halves_to_even() {
+        for v in sample_values() {
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
+        assert_eq!(nearest_int(f32::NAN), 0);
+        assert_eq!(
+            nearest_int(f32::from_bits(0xFFC0_1234)),
+            0,
+            "NaN payloads are ignored"
+        );
+    }
 
     #[test]
     fn pack_nibbles_inverts_nibbles() {
