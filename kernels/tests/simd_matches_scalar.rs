@@ -431,7 +431,11 @@ fn check_quantizer(ty: GgmlType, x: &[f32]) -> Result<(), TestCaseError> {
         want == got,
         "{ty} ({}): first differing byte at {:?}",
         dispatch::best().name(),
-        want.iter().zip(&got).position(|(a, b)| a != b)
+        want.iter()
+            .zip(&got)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| format!("{i}: scalar {a:#04x}, best {b:#04x}"))
     );
     Ok(())
 }

@@ -9,10 +9,10 @@
 //! - Q8_0/Q8_1 round halves away from zero (`f32::round`): truncate, then step away from
 //!   zero when the exact remainder `x - trunc(x)` is at least 0.5; then saturate like
 //!   Rust's `as i8` (NaN to 0, clamp to -128..=127);
-//! - Q8_K rounds halves to even (`round_ties_even`, the SSE4.1 default mode), then mimics
-//!   `(r as i32).min(127) as i8`: NaN to 0, +inf to 127, and -inf (only possible when
-//!   `iscale` overflowed) to `i32::MIN as i8`, which is 0. With a finite `iscale`,
-//!   `|iscale · x| <= 127` up to rounding, so no other value leaves -127..=127.
+//! - Q8_K rounds halves to even (the reference's `nearest_int`; the SSE4.1 default mode),
+//!   then saturates to -128..=127 with NaN to 0. Out-of-range values only occur when
+//!   `iscale` overflowed to infinity (subnormal inputs); with a finite `iscale`,
+//!   `|iscale · x| <= 127` up to rounding.
 
 use std::arch::x86_64::*;
 
@@ -82,16 +82,17 @@ unsafe fn round_away_to_i8_range(x: __m256) -> __m256i {
     _mm256_cvttps_epi32(r)
 }
 
-/// `((x.round_ties_even() as i32).min(127)) as i8` on every lane, as i32 lanes, for values
-/// that are NaN, ±inf or within -128..=128 (see the module docs).
+/// Rounds every lane to the nearest integer, halves to even, then saturates to -128..=127
+/// (NaN to 0), as i32 lanes: the reference's `nearest_int(x).clamp(-128, 127)`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn round_even_q8k(x: __m256) -> __m256i {
     let r = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
-    let r = _mm256_min_ps(r, _mm256_set1_ps(127.0));
-    // -inf saturates to i32::MIN, whose low byte is 0.
-    let r = _mm256_and_ps(r, _mm256_cmp_ps(r, _mm256_set1_ps(-128.0), _CMP_GE_OQ));
+    let r = _mm256_min_ps(
+        _mm256_max_ps(r, _mm256_set1_ps(-128.0)),
+        _mm256_set1_ps(127.0),
+    );
     _mm256_cvttps_epi32(r)
 }
 
