@@ -1,6 +1,7 @@
 //! Properties of `matmul` for every weight type:
 //! - a batch (GEMM, tiles of up to `MAX_ACT_ROWS` activation rows per kernel call) gives
-//!   bit for bit the results of one call per activation row (GEMV);
+//!   bit for bit the results of one call per activation row (GEMV) with the scalar
+//!   kernels, and the same up to f32 summation order with the best (SIMD) kernels;
 //! - the best kernels for this CPU agree with the scalar reference within quantization
 //!   tolerance;
 //! - the scalar matmul approximates the f32 product of the dequantized weights, with an
@@ -9,6 +10,7 @@
 //! Weights are random valid blocks: random bytes with every scale field replaced by a
 //! finite f16 (subnormals included); F32/F16/BF16 weights are random floats.
 
+use std::io::Write;
 use std::mem::{offset_of, size_of};
 use std::sync::OnceLock;
 
@@ -218,7 +220,9 @@ fn run(kernels: &KernelSet, ty: GgmlType, case: &Case, w: &[u8], x: &[f32]) -> V
 fn runnable(kernels: &KernelSet, ty: GgmlType, property: &str) -> bool {
     let ok = kernels.dot(ty).is_some() && kernels.quantize(format(ty).vec_dot_type).is_some();
     if !ok {
-        eprintln!(
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED {property} for {ty}: the {} kernel set has no dot kernel for {ty} or no \
              quantizer for its activation type",
             kernels.name()
@@ -227,13 +231,24 @@ fn runnable(kernels: &KernelSet, ty: GgmlType, property: &str) -> bool {
     ok
 }
 
+/// With `bitwise`, a batch must reproduce the one-row results exactly (the scalar kernels
+/// sum every row in the same order whatever the tile). Otherwise (SIMD kernels, which may
+/// keep more partial sums for a lone row, e.g. two accumulators in AVX2 decode) the two may
+/// differ by f32 re-association only: a few ulps of the sum of |terms| per block.
 fn gemm_equals_repeated_gemv(
     kernels: &KernelSet,
     ty: GgmlType,
     case: Case,
+    bitwise: bool,
 ) -> Result<(), TestCaseError> {
     let (w, x) = problem(ty, &case);
     let batched = run(kernels, ty, &case, &w, &x);
+    let abs_products = if bitwise {
+        vec![]
+    } else {
+        magnitudes(ty, &case, &w, &x).1
+    };
+    let n_partial_sums = (case.cols / 32 + 8) as f32;
     for t in 0..case.n_tokens {
         let single = run(
             kernels,
@@ -244,11 +259,20 @@ fn gemm_equals_repeated_gemv(
         );
         for r in 0..case.rows {
             let (b, s) = (batched[t * case.rows + r], single[r]);
-            prop_assert!(
-                b.to_bits() == s.to_bits(),
-                "{} {ty} token {t} row {r}: batch {b} vs alone {s}",
-                kernels.name()
-            );
+            if bitwise {
+                prop_assert!(
+                    b.to_bits() == s.to_bits(),
+                    "{} {ty} token {t} row {r}: batch {b} vs alone {s}",
+                    kernels.name()
+                );
+            } else {
+                let tol = 2.0 * n_partial_sums * f32::EPSILON * abs_products[t * case.rows + r];
+                prop_assert!(
+                    (b - s).abs() <= tol + 1e-30,
+                    "{} {ty} token {t} row {r}: batch {b} vs alone {s} (tolerance {tol})",
+                    kernels.name()
+                );
+            }
         }
     }
     Ok(())
@@ -347,22 +371,22 @@ macro_rules! properties_per_type {
             use super::*;
 
             #[test]
-            fn gemm_equals_repeated_gemv_with_scalar_kernels() {
+            fn gemm_equals_repeated_gemv_bitwise_with_scalar_kernels() {
                 if !runnable(dispatch::scalar(), $ty, "gemm_equals_repeated_gemv") {
                     return;
                 }
                 proptest!(ProptestConfig::with_cases(cases()), |(c in case())| {
-                    gemm_equals_repeated_gemv(dispatch::scalar(), $ty, c)?;
+                    gemm_equals_repeated_gemv(dispatch::scalar(), $ty, c, true)?;
                 });
             }
 
             #[test]
-            fn gemm_equals_repeated_gemv_with_best_kernels() {
+            fn gemm_equals_repeated_gemv_up_to_summation_order_with_best_kernels() {
                 if !runnable(dispatch::best(), $ty, "gemm_equals_repeated_gemv") {
                     return;
                 }
                 proptest!(ProptestConfig::with_cases(cases()), |(c in case())| {
-                    gemm_equals_repeated_gemv(dispatch::best(), $ty, c)?;
+                    gemm_equals_repeated_gemv(dispatch::best(), $ty, c, false)?;
                 });
             }
 

@@ -1,0 +1,71 @@
+//! GEMV (one activation row, the decode case): weight bytes streamed per second.
+//!
+//! Shapes (rows x cols): 4096x4096 (a 7-8B attention projection), 896x4864 (Qwen2.5-0.5B
+//! FFN down) for every weight type, 4096x14336 (Llama-3-8B FFN down, the acceptance shape)
+//! for Q4_0, Q8_0, Q4_K, Q6_K, and two tiny decode shapes (128x896, 896x896) that show the
+//! cost of waking the pool. Pools of 2 and 1 threads.
+//!
+//! `cargo bench --bench gemv -- --quick`; filter with e.g. `-- --quick Q4_K`.
+
+mod common;
+
+use std::hint::black_box;
+
+use common::{has_kernels, pool, random_activations, random_weights, timed, WEIGHT_TYPES};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use openweight_kernels::matmul::{matmul, MatRef, MatmulScratch};
+use openweight_kernels::{dispatch, GgmlType};
+
+fn bench_shape(c: &mut Criterion, rows: usize, cols: usize, types: &[GgmlType], threads: &[usize]) {
+    let mut group = c.benchmark_group(format!("gemv/{rows}x{cols}"));
+    group.sample_size(10);
+    for &ty in types {
+        if !has_kernels(ty) {
+            continue;
+        }
+        let w_bytes = random_weights(ty, rows * cols, 1);
+        let w = MatRef {
+            ty,
+            data: w_bytes.bytes(),
+            rows,
+            cols,
+        };
+        let x = random_activations(cols, 2);
+        let mut y = vec![0f32; rows];
+        let mut scratch = MatmulScratch::default();
+        group.throughput(Throughput::Bytes(w.data.len() as u64));
+        for &n_threads in threads {
+            let pool = pool(n_threads);
+            let name = format!("gemv {rows}x{cols} {ty} {n_threads}t");
+            group.bench_function(BenchmarkId::new(ty.name(), format!("{n_threads}t")), |b| {
+                b.iter_custom(|iters| {
+                    timed(&name, w.data.len() as f64, iters, || {
+                        matmul(&pool, &w, black_box(&x), &mut y, &mut scratch);
+                        black_box(&y);
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn gemv(c: &mut Criterion) {
+    println!("kernels: {}", dispatch::best().name());
+    bench_shape(c, 4096, 4096, &WEIGHT_TYPES, &[2, 1]);
+    bench_shape(c, 896, 4864, &WEIGHT_TYPES, &[2, 1]);
+    let acceptance = [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ];
+    bench_shape(c, 4096, 14336, &acceptance, &[2]);
+    // Tiny decode matrices (Qwen2.5-0.5B k/v and q projections): pool wake-up vs work.
+    bench_shape(c, 128, 896, &[GgmlType::Q8_0, GgmlType::F32], &[2, 1]);
+    bench_shape(c, 896, 896, &[GgmlType::Q8_0, GgmlType::Q4_0], &[2, 1]);
+    common::print_summary("GEMV weight bandwidth", "GB/s", 1e9);
+}
+
+criterion_group!(benches, gemv);
+criterion_main!(benches);
