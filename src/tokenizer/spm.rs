@@ -81,7 +81,11 @@ impl Spm {
                 (b < 128).then(|| vocab.token(&[b as u8])).flatten()
             });
         }
-        Spm { scores, byte_tokens, unknown }
+        Spm {
+            scores,
+            byte_tokens,
+            unknown,
+        }
     }
 
     /// Appends the tokens of `text` (one fragment, spaces already written as `▁`) to `out`.
@@ -100,7 +104,11 @@ impl Spm {
                 start: offset as u32,
                 len: len as u32,
                 prev: index.wrapping_sub(1),
-                next: if offset + len == text.len() { NONE } else { index + 1 },
+                next: if offset + len == text.len() {
+                    NONE
+                } else {
+                    index + 1
+                },
             });
             offset += len;
         }
@@ -159,7 +167,12 @@ impl Spm {
         let joined = &text[l.start as usize..(l.start + size) as usize];
         if let Some(id) = vocab.token(joined) {
             let score = self.scores.get(id as usize).copied().unwrap_or(0.0);
-            heap.push(Bigram { score, left, right, size });
+            heap.push(Bigram {
+                score,
+                left,
+                right,
+                size,
+            });
         }
     }
 }
@@ -189,7 +202,11 @@ mod tests {
     #[test]
     fn highest_score_merges_first() {
         // "abc": "bc" scores higher than "ab", so the result is a + bc.
-        let ids = encode(&["a", "b", "c", "ab", "bc"], &[0.0, 0.0, 0.0, -2.0, -1.0], "abc");
+        let ids = encode(
+            &["a", "b", "c", "ab", "bc"],
+            &[0.0, 0.0, 0.0, -2.0, -1.0],
+            "abc",
+        );
         assert_eq!(ids.unwrap(), [0, 4]);
     }
 
@@ -212,6 +229,9 @@ mod tests {
     #[test]
     fn byte_without_fallback_or_unknown_is_an_error() {
         let err = encode(&["a"], &[0.0], "ab").unwrap_err();
-        assert!(matches!(err, TokenizerError::NoByteFallback { byte: b'b' }), "{err}");
+        assert!(
+            matches!(err, TokenizerError::NoByteFallback { byte: b'b' }),
+            "{err}"
+        );
     }
 }

@@ -16,12 +16,16 @@ pub struct StreamDecoder<'t> {
 impl<'t> StreamDecoder<'t> {
     /// A decoder with nothing pending.
     pub fn new(tokenizer: &'t Tokenizer) -> StreamDecoder<'t> {
-        StreamDecoder { tokenizer, pending: Vec::new() }
+        StreamDecoder {
+            tokenizer,
+            pending: Vec::new(),
+        }
     }
 
     /// Adds token `id` and returns the text that is now complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
-        self.pending.extend_from_slice(self.tokenizer.token_bytes(id));
+        self.pending
+            .extend_from_slice(self.tokenizer.token_bytes(id));
         let mut out = String::new();
         let mut rest: &[u8] = &self.pending;
         loop {

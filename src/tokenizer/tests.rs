@@ -17,18 +17,29 @@ struct BpeFixture {
 
 impl BpeFixture {
     fn new() -> BpeFixture {
-        let mut tokens: Vec<String> = (0..=255u8).map(|b| bpe::byte_to_char(b).to_string()).collect();
+        let mut tokens: Vec<String> = (0..=255u8)
+            .map(|b| bpe::byte_to_char(b).to_string())
+            .collect();
         let mut types = vec![1; 256];
-        let merges = owned(&["Ġ t", "h e", "Ġt he", "l l", "e ll", "h ell", "hell o"]);
+        let merges = owned(&["Ġ t", "l l", "e ll", "h ell", "hell o", "h e", "Ġt he"]);
         for m in &merges {
             tokens.push(m.replace(' ', ""));
             types.push(1);
         }
-        for (text, ty) in [("<|endoftext|>", 3), ("<|im_start|>", 3), ("<|im_end|>", 1), ("<x>", 4)] {
+        for (text, ty) in [
+            ("<|endoftext|>", 3),
+            ("<|im_start|>", 3),
+            ("<|im_end|>", 1),
+            ("<x>", 4),
+        ] {
             tokens.push(text.to_string());
             types.push(ty);
         }
-        BpeFixture { tokens, types, merges }
+        BpeFixture {
+            tokens,
+            types,
+            merges,
+        }
     }
 
     fn tokenizer(&self, pre: &str) -> Tokenizer {
@@ -66,7 +77,11 @@ impl SpmFixture {
             types.push(1);
         }
         let scores = (0..tokens.len()).map(|i| -(i as f32)).collect();
-        SpmFixture { tokens, scores, types }
+        SpmFixture {
+            tokens,
+            scores,
+            types,
+        }
     }
 
     fn spec(&self) -> TokenizerSpec<'_> {
@@ -95,7 +110,9 @@ fn unsupported_pre_tokenizer_is_an_error_naming_it() {
     spec.merges = Some(&f.merges);
     spec.pre = Some("chatglm-bpe");
     let err = Tokenizer::from_spec(&spec).unwrap_err();
-    assert!(matches!(err, TokenizerError::UnsupportedPreTokenizer { ref pre } if pre == "chatglm-bpe"));
+    assert!(
+        matches!(err, TokenizerError::UnsupportedPreTokenizer { ref pre } if pre == "chatglm-bpe")
+    );
 }
 
 #[test]
@@ -122,7 +139,10 @@ fn bpe_adds_bos_only_for_llama3_by_default() {
     assert!(!f.tokenizer("gpt2").add_bos());
     let tok = f.tokenizer("llama3");
     assert!(tok.add_bos());
-    assert_eq!(tok.encode("", true, false).unwrap(), [f.id("<|endoftext|>")]);
+    assert_eq!(
+        tok.encode("", true, false).unwrap(),
+        [f.id("<|endoftext|>")]
+    );
     assert!(tok.encode("", false, false).unwrap().is_empty());
 }
 
@@ -132,7 +152,10 @@ fn control_tokens_in_text_need_parse_special_but_user_defined_do_not() {
     let tok = f.tokenizer("gpt2");
     let start = f.id("<|im_start|>");
     assert_eq!(tok.encode("<|im_start|>", false, true).unwrap(), [start]);
-    assert!(!tok.encode("<|im_start|>", false, false).unwrap().contains(&start));
+    assert!(!tok
+        .encode("<|im_start|>", false, false)
+        .unwrap()
+        .contains(&start));
     assert_eq!(tok.encode("<x>", false, false).unwrap(), [f.id("<x>")]);
 }
 
@@ -201,7 +224,10 @@ fn spm_byte_fallback_encodes_and_decodes_unknown_characters() {
     let tok = Tokenizer::from_spec(&f.spec()).unwrap();
     let ids = tok.encode("a€", false, false).unwrap();
     // € is E2 82 AC.
-    assert_eq!(ids, [f.id("▁a"), f.id("<0xE2>"), f.id("<0x82>"), f.id("<0xAC>")]);
+    assert_eq!(
+        ids,
+        [f.id("▁a"), f.id("<0xE2>"), f.id("<0x82>"), f.id("<0xAC>")]
+    );
     assert_eq!(tok.decode(&ids), " a€");
     assert_eq!(tok.token_bytes(f.id("<0xE2>")), [0xe2]);
 }
@@ -212,7 +238,10 @@ fn spm_adds_eos_when_the_metadata_says_so() {
     let mut spec = f.spec();
     spec.add_eos = Some(true);
     let tok = Tokenizer::from_spec(&spec).unwrap();
-    assert_eq!(tok.encode("a", true, false).unwrap(), [f.id("<s>"), f.id("▁a"), f.id("</s>")]);
+    assert_eq!(
+        tok.encode("a", true, false).unwrap(),
+        [f.id("<s>"), f.id("▁a"), f.id("</s>")]
+    );
 }
 
 #[test]

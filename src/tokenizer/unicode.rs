@@ -76,8 +76,9 @@ mod tests {
 
     #[test]
     fn letter_class_excludes_marks_and_letter_numbers() {
-        // U+0301 COMBINING ACUTE ACCENT is Mn: alphabetic in Rust, but not \p{L}.
-        assert!(char::is_alphabetic('\u{301}'));
+        // U+093E DEVANAGARI VOWEL SIGN AA is Mc: alphabetic in Rust, but not \p{L}.
+        assert!(char::is_alphabetic('\u{93e}'));
+        assert!(!Class::of('\u{93e}').is_letter());
         assert!(!Class::of('\u{301}').is_letter());
         // U+2160 ROMAN NUMERAL ONE is Nl: \p{N}, not \p{L}.
         assert!(Class::of('\u{2160}').is_number());
@@ -97,7 +98,9 @@ mod tests {
 
     #[test]
     fn white_space_is_the_unicode_property() {
-        for c in ['\t', '\n', '\u{b}', '\u{c}', '\r', ' ', '\u{85}', '\u{a0}', '\u{3000}'] {
+        for c in [
+            '\t', '\n', '\u{b}', '\u{c}', '\r', ' ', '\u{85}', '\u{a0}', '\u{3000}',
+        ] {
             assert!(Class::of(c).is_whitespace(), "{c:?}");
         }
         // U+200B ZERO WIDTH SPACE and U+001C (Python's isspace) are not White_Space.

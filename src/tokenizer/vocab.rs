@@ -152,7 +152,9 @@ mod tests {
     #[test]
     fn interned_strings_get_ids_past_the_tokens_and_are_not_tokens() {
         let mut v = Vocab::new(&["x", "y"]);
-        let ids: Vec<u32> = (0..100).map(|i| v.intern(format!("s{i}").as_bytes())).collect();
+        let ids: Vec<u32> = (0..100)
+            .map(|i| v.intern(format!("s{i}").as_bytes()))
+            .collect();
         assert_eq!(ids[0], 2);
         assert_eq!(v.intern(b"s5"), ids[5]);
         assert_eq!(v.intern(b"x"), 0);
