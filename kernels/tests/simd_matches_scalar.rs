@@ -203,7 +203,12 @@ fn case_strategy(ty: GgmlType) -> impl Strategy<Value = Case> {
     let (bb, be) = (f.block_bytes, f.block_elems);
     // Float types have one element per block: "many" must also exercise the 8- and
     // 16-element SIMD steps and their tails.
-    let many = if be == 1 { 3..=100usize } else { 3..=10usize };
+    // Legacy types walk groups of 8, then 4, then single blocks: up to 20 covers every mix.
+    let many = match be {
+        1 => 3..=100usize,
+        32 => 3..=20usize,
+        _ => 3..=6usize,
+    };
     let n_blocks = prop_oneof![Just(1usize), Just(2usize), many];
     (
         n_blocks,

@@ -209,3 +209,107 @@ pub(super) unsafe fn dot_i8_signed(w_abs: __m256i, w: __m256i, a: __m256i) -> __
     let pairs = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(a, w));
     _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether this CPU can run the helpers; when not, the test says so loudly and passes.
+    fn cpu_has_avx2() -> bool {
+        let ok = is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c");
+        if !ok {
+            eprintln!("SKIPPED: this CPU lacks avx2/fma/f16c, the AVX2 helpers cannot run");
+        }
+        ok
+    }
+
+    fn bytes_of(v: __m256i) -> [u8; 32] {
+        // SAFETY: __m256i and [u8; 32] have the same size and any bit pattern is valid.
+        unsafe { std::mem::transmute(v) }
+    }
+
+    #[test]
+    fn nibbles_32_puts_low_nibbles_first_then_high_nibbles() {
+        if !cpu_has_avx2() {
+            return;
+        }
+        let packed: [u8; 16] = std::array::from_fn(|j| (j as u8) | ((15 - j as u8) << 4));
+        // SAFETY: features checked above; 16 readable bytes.
+        let got = bytes_of(unsafe { nibbles_32(packed.as_ptr()) });
+        let want: [u8; 32] = std::array::from_fn(|e| if e < 16 { e as u8 } else { 31 - e as u8 });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bits_to_bytes_sets_byte_j_to_all_ones_exactly_when_bit_j_is_set() {
+        if !cpu_has_avx2() {
+            return;
+        }
+        for bits in [0u32, u32::MAX, 0x8000_0001, 0x1234_5678, 0xA5A5_0F0F] {
+            // SAFETY: features checked above.
+            let got = bytes_of(unsafe { bits_to_bytes(bits) });
+            let want: [u8; 32] = std::array::from_fn(|j| if bits >> j & 1 == 1 { 0xFF } else { 0 });
+            assert_eq!(got, want, "bits {bits:#010x}");
+        }
+    }
+
+    #[test]
+    fn f16_strided_converts_count_fields_and_zeroes_the_other_lanes() {
+        if !cpu_has_avx2() {
+            return;
+        }
+        // Fields 3 bytes apart: 1.0, -2.0, 65504 (max), 2^-24 (smallest subnormal), 0.5.
+        let values: [u16; 5] = [0x3C00, 0xC000, 0x7BFF, 0x0001, 0x3800];
+        let mut bytes = vec![0xEEu8; 3 * values.len()];
+        for (k, v) in values.iter().enumerate() {
+            bytes[3 * k..3 * k + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        // SAFETY: features checked above; the 5 fields are readable.
+        let got: [f32; 8] = unsafe { std::mem::transmute(f16_strided::<5>(bytes.as_ptr(), 3)) };
+        assert_eq!(
+            got,
+            [1.0, -2.0, 65504.0, 2f32.powi(-24), 0.5, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn dot_i8_signed_is_exact_at_the_extremes() {
+        if !cpu_has_avx2() {
+            return;
+        }
+        // |w| = 128 against 127 is the largest pair sum the sign trick must not saturate.
+        let w: [i8; 32] = std::array::from_fn(|j| if j % 2 == 0 { -128 } else { 127 });
+        let a: [i8; 32] = std::array::from_fn(|j| if j % 3 == 0 { -127 } else { 127 });
+        // SAFETY: features checked above; 32 readable bytes each.
+        let got = unsafe {
+            let wv = _mm256_loadu_si256(w.as_ptr().cast());
+            hsum_epi32(dot_i8_signed(
+                _mm256_sign_epi8(wv, wv),
+                wv,
+                _mm256_loadu_si256(a.as_ptr().cast()),
+            ))
+        };
+        let want: i32 = w
+            .iter()
+            .zip(&a)
+            .map(|(&x, &y)| i32::from(x) * i32::from(y))
+            .sum();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    #[should_panic(expected = "activation rows requested")]
+    fn check_dot_args_rejects_more_than_max_act_rows() {
+        let out = [0f32; MAX_ACT_ROWS + 1];
+        check_dot_args(&[0; 18], 18, &[0; 34 * 9], 34, 34, &out);
+    }
+
+    #[test]
+    #[should_panic(expected = "activations hold")]
+    fn check_dot_args_rejects_short_activations() {
+        let out = [0f32; 2];
+        check_dot_args(&[0; 36], 18, &[0; 100], 68, 34, &out);
+    }
+}
