@@ -309,3 +309,87 @@ proptest! {
         prop_assert_eq!(tok.decode(&ids), expected);
     }
 }
+
+mod from_gguf {
+    use super::*;
+    use crate::gguf::{Array, GgufWriter, Value};
+
+    /// A GGUF file (no tensors) holding the SentencePiece fixture's metadata, with `edit`
+    /// applied to the key/value list first.
+    fn file_with(edit: impl FnOnce(&mut Vec<(&'static str, Value)>)) -> GgufFile {
+        let f = SpmFixture::new();
+        let mut kv: Vec<(&'static str, Value)> = vec![
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(Array::String(f.tokens.clone())),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(Array::F32(f.scores.clone())),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::I32(f.types.clone())),
+            ),
+            ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+            ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+        ];
+        edit(&mut kv);
+        let mut w = GgufWriter::new();
+        for (k, v) in kv {
+            w.add_metadata(k, v).unwrap();
+        }
+        GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn reads_the_same_tokenizer_as_the_spec() {
+        let f = SpmFixture::new();
+        let tok = Tokenizer::from_gguf(&file_with(|_| {})).unwrap();
+        assert_eq!(tok.n_vocab(), f.tokens.len());
+        // add_space_prefix = false comes from the metadata.
+        assert_eq!(
+            tok.encode("ab", true, false).unwrap(),
+            [f.id("<s>"), f.id("ab")]
+        );
+    }
+
+    #[test]
+    fn missing_model_key_is_an_error_naming_it() {
+        let file = file_with(|kv| kv.retain(|(k, _)| *k != "tokenizer.ggml.model"));
+        let err = Tokenizer::from_gguf(&file).unwrap_err();
+        assert!(matches!(err, TokenizerError::Metadata(_)));
+        assert!(err.to_string().contains("tokenizer.ggml.model"), "{err}");
+    }
+
+    #[test]
+    fn token_types_of_the_wrong_element_type_are_an_error_naming_the_key() {
+        let file = file_with(|kv| {
+            kv.retain(|(k, _)| *k != "tokenizer.ggml.token_type");
+            kv.push((
+                "tokenizer.ggml.token_type",
+                Value::Array(Array::F32(vec![1.0; 265])),
+            ));
+        });
+        let err = Tokenizer::from_gguf(&file).unwrap_err();
+        assert!(
+            err.to_string().contains("tokenizer.ggml.token_type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn byte_level_bpe_without_merges_is_an_error_naming_the_key() {
+        let file = file_with(|kv| kv[0].1 = Value::String("gpt2".into()));
+        let err = Tokenizer::from_gguf(&file).unwrap_err();
+        assert!(err.to_string().contains("tokenizer.ggml.merges"), "{err}");
+    }
+
+    #[test]
+    fn special_ids_outside_the_vocabulary_fall_back_to_the_defaults() {
+        let file = file_with(|kv| kv[4].1 = Value::U32(1_000_000));
+        let tok = Tokenizer::from_gguf(&file).unwrap();
+        assert_eq!(tok.bos_id(), Some(1));
+    }
+}
