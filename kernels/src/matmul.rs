@@ -30,8 +30,10 @@ use crate::dispatch::{self, DotFn, KernelSet, QuantizeFn, MAX_ACT_ROWS};
 use crate::formats::format;
 use crate::types::GgmlType;
 
-/// Weight bytes times activation rows below which a matmul runs on the calling thread.
-const SERIAL_WORK_BYTES: usize = 48 * 1024;
+/// Weight bytes times activation rows below which a matmul runs on the calling thread
+/// (waking the pool costs roughly what streaming this much from memory does; to be tuned on
+/// a quiet machine with `cargo bench --bench gemv -- 128x896`).
+const SERIAL_WORK_BYTES: usize = 128 * 1024;
 /// Activation elements below which quantization runs on one thread.
 const PARALLEL_QUANTIZE_ELEMS: usize = 32 * 1024;
 /// Jobs per pool thread the split aims for (work stealing evens out the rest).
@@ -154,7 +156,7 @@ pub fn matmul_with(
         .unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
 
     let n_threads = pool.current_num_threads().max(1);
-    let serial = n_threads == 1 || w.data.len().saturating_mul(n_tokens) < SERIAL_WORK_BYTES;
+    let serial = runs_serially(n_threads, w.data.len(), n_tokens);
     let a_row_bytes = af.row_bytes(w.cols);
 
     let run = |acts: &[u8], act_stride: usize, y: &mut [f32]| {
@@ -219,6 +221,12 @@ pub fn matmul_with(
             run(quantized, act_stride, y);
         });
     }
+}
+
+/// Whether a matmul over `w_bytes` of weights and `n_tokens` activation rows should stay on
+/// the calling thread rather than wake a pool of `n_threads`.
+fn runs_serially(n_threads: usize, w_bytes: usize, n_tokens: usize) -> bool {
+    n_threads == 1 || w_bytes.saturating_mul(n_tokens) < SERIAL_WORK_BYTES
 }
 
 /// Geometry of one activation block.
@@ -591,6 +599,16 @@ mod tests {
         let split = Split::new(32, 512, 2);
         assert!(split.n_jobs() >= 2 * JOBS_PER_THREAD, "{split:?}");
         assert_eq!(split.chunk_tokens % MAX_ACT_ROWS, 0, "{split:?}");
+    }
+
+    #[test]
+    fn tiny_decode_matrices_stay_on_the_calling_thread() {
+        // Qwen2.5-0.5B k/v projection, Q8_0: 128 rows of 896 columns.
+        assert!(runs_serially(2, 128 * 28 * 34, 1));
+        // The same matrix in a 64-token prefill, and a 4096x4096 Q4_0 decode, use the pool.
+        assert!(!runs_serially(2, 128 * 28 * 34, 64));
+        assert!(!runs_serially(2, 4096 * 128 * 18, 1));
+        assert!(runs_serially(1, 4096 * 128 * 18, 512));
     }
 
     #[test]
