@@ -109,11 +109,11 @@ impl Kernel for Q2K {
                         let w0 = vreinterpretq_s8_u8(vandq_u8(q0, three));
                         let w1 = vreinterpretq_s8_u8(vandq_u8(q1, three));
                         let k = 8 * h + 2 * j;
-                        for r in 0..N {
+                        let (s0, s1) = (scales[k] as i32, scales[k + 1] as i32);
+                        for (r, sum) in isum.iter_mut().enumerate() {
                             let ap = ab.add(r * stride + Q8K_QS + 16 * k);
-                            isum[r] = vmlaq_n_s32(isum[r], dot16::<D>(w0, ap), scales[k] as i32);
-                            let s1 = scales[k + 1] as i32;
-                            isum[r] = vmlaq_n_s32(isum[r], dot16::<D>(w1, ap.add(16)), s1);
+                            *sum = vmlaq_n_s32(*sum, dot16::<D>(w0, ap), s0);
+                            *sum = vmlaq_n_s32(*sum, dot16::<D>(w1, ap.add(16)), s1);
                         }
                         q0 = vshrq_n_u8::<2>(q0);
                         q1 = vshrq_n_u8::<2>(q1);
@@ -198,11 +198,11 @@ impl Kernel for Q3K {
                         let w0 = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(q0, three), minus0));
                         let w1 = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(q1, three), minus1));
                         let k = 8 * h + 2 * j;
-                        for r in 0..N {
+                        let (s0, s1) = (scales[k] as i32, scales[k + 1] as i32);
+                        for (r, sum) in isum.iter_mut().enumerate() {
                             let ap = ab.add(r * stride + Q8K_QS + 16 * k);
-                            isum[r] = vmlaq_n_s32(isum[r], dot16::<D>(w0, ap), scales[k] as i32);
-                            let s1 = scales[k + 1] as i32;
-                            isum[r] = vmlaq_n_s32(isum[r], dot16::<D>(w1, ap.add(16)), s1);
+                            *sum = vmlaq_n_s32(*sum, dot16::<D>(w0, ap), s0);
+                            *sum = vmlaq_n_s32(*sum, dot16::<D>(w1, ap.add(16)), s1);
                         }
                         q0 = vshrq_n_u8::<2>(q0);
                         q1 = vshrq_n_u8::<2>(q1);
@@ -286,10 +286,10 @@ unsafe fn q45k_rows<D: IntDot, const N: usize, const FIVE_BITS: bool>(
                 let (l0, l1) = (vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1));
                 let (h0, h1) = (vreinterpretq_s8_u8(h0), vreinterpretq_s8_u8(h1));
                 let (s_lo, s_hi) = (scales[2 * c] as i32, scales[2 * c + 1] as i32);
-                for r in 0..N {
+                for (r, sum) in isum.iter_mut().enumerate() {
                     let ap = ab.add(r * stride + Q8K_QS + 64 * c);
-                    isum[r] = vmlaq_n_s32(isum[r], dot32::<D>(l0, l1, ap), s_lo);
-                    isum[r] = vmlaq_n_s32(isum[r], dot32::<D>(h0, h1, ap.add(32)), s_hi);
+                    *sum = vmlaq_n_s32(*sum, dot32::<D>(l0, l1, ap), s_lo);
+                    *sum = vmlaq_n_s32(*sum, dot32::<D>(h0, h1, ap.add(32)), s_hi);
                 }
             }
             for r in 0..N {
@@ -397,9 +397,9 @@ impl Kernel for Q6K {
                         let wq = vsubq_s8(vreinterpretq_s8_u8(*q), bias);
                         let k = 8 * h + g;
                         let scale = scales[k] as i32;
-                        for r in 0..N {
+                        for (r, sum) in isum.iter_mut().enumerate() {
                             let ap = ab.add(r * stride + Q8K_QS + 16 * k);
-                            isum[r] = vmlaq_n_s32(isum[r], dot16::<D>(wq, ap), scale);
+                            *sum = vmlaq_n_s32(*sum, dot16::<D>(wq, ap), scale);
                         }
                     }
                 }
@@ -454,9 +454,9 @@ impl Kernel for IQ4XS {
                     let q = load_u8(wb.add(8 + 16 * g));
                     let w0 = vqtbl1q_s8(table, vandq_u8(q, m4));
                     let w1 = vqtbl1q_s8(table, vshrq_n_u8::<4>(q));
-                    for r in 0..N {
+                    for (r, sum) in isum.iter_mut().enumerate() {
                         let ap = ab.add(r * stride + Q8K_QS + 32 * g);
-                        isum[r] = vmlaq_n_s32(isum[r], dot32::<D>(w0, w1, ap), scale);
+                        *sum = vmlaq_n_s32(*sum, dot32::<D>(w0, w1, ap), scale);
                     }
                 }
                 for r in 0..N {

@@ -105,7 +105,10 @@ unsafe fn fifth_bits(qh: u32) -> (uint8x16_t, uint8x16_t) {
         let ten = vdupq_n_u8(0x10);
         let lo = vqtbl1q_u8(word, vld1q_u8(LO_IDX.as_ptr()));
         let hi = vqtbl1q_u8(word, vld1q_u8(HI_IDX.as_ptr()));
-        (vandq_u8(vtstq_u8(lo, bit), ten), vandq_u8(vtstq_u8(hi, bit), ten))
+        (
+            vandq_u8(vtstq_u8(lo, bit), ten),
+            vandq_u8(vtstq_u8(hi, bit), ten),
+        )
     }
 }
 
@@ -212,7 +215,14 @@ impl Unpack32 for Q8_0 {
     #[inline(always)]
     unsafe fn unpack(p: *const u8) -> Unpacked {
         // SAFETY: the caller guarantees 34 readable bytes: `d` at 0, `qs` at 2..34.
-        unsafe { Unpacked { d: read_f16(p), m: 0.0, lo: load_s8(p.add(2)), hi: load_s8(p.add(18)) } }
+        unsafe {
+            Unpacked {
+                d: read_f16(p),
+                m: 0.0,
+                lo: load_s8(p.add(2)),
+                hi: load_s8(p.add(18)),
+            }
+        }
     }
 }
 
@@ -230,7 +240,12 @@ impl Unpack32 for IQ4NL {
         unsafe {
             let table = vld1q_s8(IQ4NL_TABLE.as_ptr());
             let (lo, hi) = nibbles(load_u8(p.add(2)));
-            Unpacked { d: read_f16(p), m: 0.0, lo: vqtbl1q_s8(table, lo), hi: vqtbl1q_s8(table, hi) }
+            Unpacked {
+                d: read_f16(p),
+                m: 0.0,
+                lo: vqtbl1q_s8(table, lo),
+                hi: vqtbl1q_s8(table, hi),
+            }
         }
     }
 }

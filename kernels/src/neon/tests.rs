@@ -189,8 +189,8 @@ fn f16_at(b: &[u8], o: usize) -> f64 {
 
 /// The 16-value IQ4 code book, straight from the specification.
 const IQ4: [f64; 16] = [
-    -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
-    69.0, 89.0, 113.0,
+    -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0,
+    89.0, 113.0,
 ];
 
 /// Dequantizes one weight block. For Q4_1/Q5_1 the minimum `m` is returned separately
@@ -212,9 +212,9 @@ fn dequant_block(ty: GgmlType, b: &[u8]) -> (Vec<f64>, f64) {
             let has_min = ty == GgmlType::Q5_1;
             let (qh_at, qs_at) = if has_min { (4, 8) } else { (2, 6) };
             let qh = u32::from_le_bytes(b[qh_at..qh_at + 4].try_into().unwrap());
-            for e in 0..32 {
+            for (e, xe) in x.iter_mut().enumerate() {
                 let q = nib(&b[qs_at..], e) + 16.0 * ((qh >> e) & 1) as f64;
-                x[e] = f16_at(b, 0) * if has_min { q } else { q - 16.0 };
+                *xe = f16_at(b, 0) * if has_min { q } else { q - 16.0 };
             }
             if has_min {
                 min = f16_at(b, 2);
@@ -267,7 +267,10 @@ fn dequant_block(ty: GgmlType, b: &[u8]) -> (Vec<f64>, f64) {
                 if i < 4 {
                     (s[i] & 63, s[i + 4] & 63)
                 } else {
-                    ((s[i + 4] & 0xF) | ((s[i - 4] >> 6) << 4), (s[i + 4] >> 4) | ((s[i] >> 6) << 4))
+                    (
+                        (s[i + 4] & 0xF) | ((s[i - 4] >> 6) << 4),
+                        (s[i + 4] >> 4) | ((s[i] >> 6) << 4),
+                    )
                 }
             };
             for c in 0..4 {
@@ -322,10 +325,18 @@ fn dequant_block(ty: GgmlType, b: &[u8]) -> (Vec<f64>, f64) {
 fn dequant_act_block(act: GgmlType, b: &[u8]) -> (Vec<f64>, f64) {
     match act {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => dequant_block(act, b),
-        GgmlType::Q8_0 => ((0..32).map(|e| f16_at(b, 0) * (b[2 + e] as i8) as f64).collect(), 0.0),
-        GgmlType::Q8_1 => {
-            ((0..32).map(|e| f16_at(b, 0) * (b[4 + e] as i8) as f64).collect(), f16_at(b, 2))
-        }
+        GgmlType::Q8_0 => (
+            (0..32)
+                .map(|e| f16_at(b, 0) * (b[2 + e] as i8) as f64)
+                .collect(),
+            0.0,
+        ),
+        GgmlType::Q8_1 => (
+            (0..32)
+                .map(|e| f16_at(b, 0) * (b[4 + e] as i8) as f64)
+                .collect(),
+            f16_at(b, 2),
+        ),
         GgmlType::Q8_K => {
             let d = f32::from_le_bytes(b[0..4].try_into().unwrap()) as f64;
             ((0..256).map(|e| d * (b[4 + e] as i8) as f64).collect(), 0.0)
@@ -422,7 +433,9 @@ fn kernel_sets() -> Vec<KernelSet> {
 fn every_weight_type_matches_the_specification_for_one_to_eight_rows() {
     for set in kernel_sets() {
         for (t, ty) in WEIGHT_TYPES.into_iter().enumerate() {
-            let dot = set.dot(ty).unwrap_or_else(|| panic!("{} lacks {ty}", set.name()));
+            let dot = set
+                .dot(ty)
+                .unwrap_or_else(|| panic!("{} lacks {ty}", set.name()));
             for n_rows in 1..=MAX_ACT_ROWS {
                 check_against_oracle(ty, dot, n_rows, 0x9e37_79b9 + (t * 16 + n_rows) as u64);
             }
@@ -506,7 +519,8 @@ fn extreme_quants_do_not_overflow_the_integer_accumulators() {
                     }
                     if act == GgmlType::Q8_K {
                         for k in 0..16 {
-                            block[260 + 2 * k..262 + 2 * k].copy_from_slice(&(-2048i16).to_le_bytes());
+                            block[260 + 2 * k..262 + 2 * k]
+                                .copy_from_slice(&(-2048i16).to_le_bytes());
                         }
                     }
                 }

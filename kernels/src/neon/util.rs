@@ -254,7 +254,9 @@ mod tests {
 
     #[test]
     fn f16x4_widening_matches_scalar_conversion_lane_by_lane() {
-        let bits: [u16; 8] = [0x3c00, 0x0001, 0x8400, 0x7bff, 0xfc00, 0x03ff, 0xc000, 0x0000];
+        let bits: [u16; 8] = [
+            0x3c00, 0x0001, 0x8400, 0x7bff, 0xfc00, 0x03ff, 0xc000, 0x0000,
+        ];
         // SAFETY: the array is 16 readable bytes.
         let h = unsafe { vld1q_u16(bits.as_ptr()) };
         let mut got = [0f32; 8];
@@ -275,7 +277,11 @@ mod tests {
         let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
         // SAFETY: 16 readable bytes each; Mull is baseline NEON.
         let mull = unsafe {
-            vaddvq_s32(Mull::dot(vdupq_n_s32(5), load_s8(a.as_ptr().cast()), load_s8(b.as_ptr().cast())))
+            vaddvq_s32(Mull::dot(
+                vdupq_n_s32(5),
+                load_s8(a.as_ptr().cast()),
+                load_s8(b.as_ptr().cast()),
+            ))
         };
         assert_eq!(mull, want + 20);
         if std::arch::is_aarch64_feature_detected!("dotprod") {
@@ -283,7 +289,9 @@ mod tests {
             let sdot = unsafe { sdot_total(&a, &b) };
             assert_eq!(sdot, want + 20);
         } else {
-            eprintln!("SKIPPED sdot half of both_integer_dot_strategies_give_the_same_total: no dotprod");
+            eprintln!(
+                "SKIPPED sdot half of both_integer_dot_strategies_give_the_same_total: no dotprod"
+            );
         }
     }
 
@@ -291,7 +299,11 @@ mod tests {
     unsafe fn sdot_total(a: &[i8; 16], b: &[i8; 16]) -> i32 {
         // SAFETY: 16 readable bytes each; the caller checked dotprod.
         unsafe {
-            vaddvq_s32(Sdot::dot(vdupq_n_s32(5), load_s8(a.as_ptr().cast()), load_s8(b.as_ptr().cast())))
+            vaddvq_s32(Sdot::dot(
+                vdupq_n_s32(5),
+                load_s8(a.as_ptr().cast()),
+                load_s8(b.as_ptr().cast()),
+            ))
         }
     }
 }
