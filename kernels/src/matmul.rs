@@ -4,10 +4,10 @@
 //!    weights read `x` as it is), into a reused scratch buffer whose rows start on cache
 //!    lines. Large batches are quantized in parallel.
 //! 2. The output is cut into jobs: a range of weight rows (a multiple of 8, at least 16,
-//!    about [`JOBS_PER_THREAD`] jobs per pool thread) times, only when there are too few
+//!    about `JOBS_PER_THREAD` jobs per pool thread) times, only when there are too few
 //!    row ranges to keep the threads busy, a range of activation rows. Rayon's work
 //!    stealing balances the jobs.
-//! 3. Each job walks its weight rows in blocks of about [`ROW_BLOCK_BYTES`] (they stay in
+//! 3. Each job walks its weight rows in blocks of about `ROW_BLOCK_BYTES` (they stay in
 //!    L2). For each block it visits the activation rows in tiles of [`MAX_ACT_ROWS`] and
 //!    calls the dot kernel once per (weight row, tile): every weight block is unpacked once
 //!    per tile, not once per activation row. Results go straight into `y` (token-major),
@@ -16,9 +16,11 @@
 //! Small matrices (decode runs ~7 matmuls per layer, some tiny) and one-thread pools skip
 //! the pool entirely: waking it would cost more than the work.
 //!
-//! The result for one (weight row, activation row) pair is exactly `dot` on that pair,
-//! whatever the batch, tile or thread count, as long as the dot kernel itself gives each
-//! activation row of a multi-row call the value it gives it alone.
+//! Tiles always start at multiples of [`MAX_ACT_ROWS`], whatever the job split, so the result
+//! never depends on the thread count. It equals one-row (GEMV) results bit for bit when
+//! the dot kernel gives each activation row of a multi-row call the value it gives it
+//! alone (the scalar kernels do; the AVX2 ones keep two accumulators for a lone row, so a
+//! batch and a decode step may differ in the last bits).
 
 use std::marker::PhantomData;
 use std::ops::Range;
