@@ -107,7 +107,6 @@ pub fn attention(
                 let task = Task {
                     p,
                     group,
-                    round_q,
                     keys: cache.keys(layer, kv_head, last_pos + 1),
                     values: cache.values(layer, kv_head, last_pos + 1),
                     pos0: pos0 + t0,
@@ -150,7 +149,6 @@ pub fn attention(
 struct Task<'a> {
     p: &'a AttnParams,
     group: usize,
-    round_q: bool,
     keys: KvRows<'a>,
     values: KvRows<'a>,
     pos0: usize,
