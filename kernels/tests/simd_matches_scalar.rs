@@ -470,3 +470,47 @@ proptest! {
         check_quantizer(GgmlType::Q8_K, &x)?;
     }
 }
+
+/// `best()` gives activation row `r` of a multi-row call exactly (bit for bit) what it gives
+/// that row alone, so a batch (prompt) and a decode step agree.
+fn check_row_count_independence(ty: GgmlType, case: &Case) -> Result<(), TestCaseError> {
+    let wf = format(ty);
+    let af = format(wf.vec_dot_type);
+    let n = case.n_blocks * wf.block_elems;
+    let w = make_weights(ty, case.n_blocks, &case.random, &case.blocks);
+    let a_row_bytes = af.row_bytes(n);
+    let mut acts = vec![0u8; case.n_rows * a_row_bytes];
+    let quantize = dispatch::scalar()
+        .quantize(af.ty)
+        .expect("scalar quantizer");
+    for (r, row) in acts.chunks_mut(a_row_bytes).enumerate() {
+        quantize(&case.x[r * n..(r + 1) * n], row);
+    }
+    let dot = dispatch::best().dot(ty).expect("best dot");
+    let mut together = vec![f32::NAN; case.n_rows];
+    dot(&w, &acts, a_row_bytes, &mut together);
+    for (r, row) in acts.chunks(a_row_bytes).enumerate() {
+        let mut alone = [f32::NAN];
+        dot(&w, row, a_row_bytes, &mut alone);
+        prop_assert!(
+            alone[0].to_bits() == together[r].to_bits(),
+            "{ty} ({}): row {r} of {} gives {} in the batch, {} alone",
+            dispatch::best().name(),
+            case.n_rows,
+            together[r],
+            alone[0]
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn best_gives_each_row_the_same_bits_whatever_the_row_count(
+        (ty, case) in prop::sample::select(WEIGHT_TYPES.to_vec())
+            .prop_flat_map(|ty| (Just(ty), case_strategy(ty)))
+    ) {
+        note_if_scalar();
+        check_row_count_independence(ty, &case)?;
+    }
+}

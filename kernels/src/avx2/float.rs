@@ -71,9 +71,9 @@ unsafe fn float_rows<const KIND: u8, const N: usize>(
 ) {
     let eb = elem_bytes(KIND);
     let (wp, ap) = (w.as_ptr(), acts.as_ptr());
-    // With few rows, two accumulators per row hide the FMA latency; with many, the rows do.
-    let second = if N <= 4 { 1 } else { 0 };
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    // One accumulator per row, updated in the same order whatever N is: a row's result
+    // does not depend on how many rows share the call (batch and decode agree bit for bit).
+    let mut acc = [_mm256_setzero_ps(); N];
     let mut i = 0;
     // SAFETY (all reads below): elements i .. i + 16 (or + 8, or the tail) are < n, inside
     // the weight row and every activation row r < N (`check_dot_args`).
@@ -83,8 +83,8 @@ unsafe fn float_rows<const KIND: u8, const N: usize>(
             let w1 = load8::<KIND>(wp.add((i + 8) * eb));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = ap.add(r * act_row_bytes + i * eb);
-                acc[0] = _mm256_fmadd_ps(w0, load8::<KIND>(a), acc[0]);
-                acc[second] = _mm256_fmadd_ps(w1, load8::<KIND>(a.add(8 * eb)), acc[second]);
+                let sum = _mm256_fmadd_ps(w0, load8::<KIND>(a), *acc);
+                *acc = _mm256_fmadd_ps(w1, load8::<KIND>(a.add(8 * eb)), sum);
             }
             i += 16;
         }
@@ -92,12 +92,12 @@ unsafe fn float_rows<const KIND: u8, const N: usize>(
             let w0 = load8::<KIND>(wp.add(i * eb));
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = ap.add(r * act_row_bytes + i * eb);
-                acc[0] = _mm256_fmadd_ps(w0, load8::<KIND>(a), acc[0]);
+                *acc = _mm256_fmadd_ps(w0, load8::<KIND>(a), *acc);
             }
             i += 8;
         }
         for r in 0..N {
-            let mut sum = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
+            let mut sum = hsum_ps(acc[r]);
             for k in i..n {
                 let a = ap.add(r * act_row_bytes + k * eb);
                 sum += load1::<KIND>(wp.add(k * eb)) * load1::<KIND>(a);

@@ -102,9 +102,9 @@ unsafe fn dot_rows<const KIND: u8, const N: usize>(
 ) {
     let wp = w.as_ptr();
     let ap = acts.as_ptr();
-    // Two accumulator sets when N == 1 so that consecutive blocks' FMAs do not wait on
-    // each other (decode is one row); otherwise the N rows already interleave.
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    // One accumulator per row, updated in the same order whatever N is: a row's result
+    // does not depend on how many rows share the call (batch and decode agree bit for bit).
+    let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_min = [_mm256_setzero_ps(); N];
     let mut b = 0;
     // SAFETY (the three loops): each group's blocks b .. b + COUNT are < n_blocks, so they
@@ -125,7 +125,7 @@ unsafe fn dot_rows<const KIND: u8, const N: usize>(
         }
     }
     for r in 0..N {
-        out[r] = hsum_ps(_mm256_add_ps(acc[r][0], acc[r][1]));
+        out[r] = hsum_ps(acc[r]);
         if has_min(KIND) {
             out[r] += hsum_ps(acc_min[r]);
         }
@@ -147,7 +147,7 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
     ap: *const u8,
     act_row_bytes: usize,
     first: usize,
-    acc: &mut [[__m256; 2]; N],
+    acc: &mut [__m256; N],
     acc_min: &mut [__m256; N],
 ) {
     let wbb = weight_block_bytes(KIND);
@@ -173,12 +173,11 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
                 acc_min[r] = _mm256_fmadd_ps(m_w, s_a, acc_min[r]);
             }
         }
-        // `k` also drives the pointer arithmetic and the accumulator slot, not just `scales`.
+        // `k` also drives the pointer arithmetic, not just `scales`.
         #[allow(clippy::needless_range_loop)]
         for k in 0..COUNT {
             let q = unpack::<KIND>(wg.add(k * wbb));
             let q_abs = _mm256_sign_epi8(q, q);
-            let slot = if N == 1 { k & 1 } else { 0 };
             for r in 0..N {
                 let a = _mm256_loadu_si256(
                     ap.add(r * act_row_bytes + (first + k) * abb + a_quants)
@@ -190,7 +189,7 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
                     dot_i8_signed(q_abs, q, a)
                 };
                 let scale = _mm256_broadcast_ss(&scales[r][k]);
-                acc[r][slot] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r][slot]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r]);
             }
         }
     }
