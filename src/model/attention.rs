@@ -8,8 +8,11 @@
 //! Work is split across the rayon pool into tasks of (block of up to [`Q_BLOCK`] query
 //! tokens, KV head). A task serves every query head of the group that shares the KV head, so
 //! each chunk of keys and values is read (and converted from F16) once for
-//! `Q_BLOCK * group` queries. Task results land in a scratch buffer owned by the caller and
-//! are then scattered into the `[token][head][dim]` output.
+//! `Q_BLOCK * group` queries. When those tasks are too few to occupy the pool (decode with
+//! few KV heads) and the context is long, the key range is also split into segments, each
+//! keeping its own online-softmax state, merged afterwards by rescaling with
+//! `exp(M_segment - M)`. Task results land in a scratch buffer owned by the caller and are
+//! then merged, normalised and scattered into the `[token][head][dim]` output.
 
 use std::cell::RefCell;
 
@@ -51,8 +54,6 @@ struct TaskBufs {
     k: Vec<f32>,
     v: Vec<f32>,
     scores: Vec<f32>,
-    max: Vec<f32>,
-    sum: Vec<f32>,
 }
 
 thread_local! {
@@ -93,14 +94,18 @@ pub fn attention(
     let group = n_head / n_kv;
     let round_q = cache.kv_type() == KvType::F16;
     let n_blocks = n_tokens.div_ceil(Q_BLOCK);
-    let task_len = Q_BLOCK * group * dv;
-    let results = grown(scratch, n_blocks * n_kv * task_len);
+    let n_keys = pos0 + n_tokens;
+    let n_seg = key_segments(n_blocks * n_kv, n_keys, pool.current_num_threads());
+    let seg_len = n_keys.div_ceil(n_seg);
+    let rows = Q_BLOCK * group;
+    let task_len = rows * (dv + 2);
+    let results = grown(scratch, n_blocks * n_kv * n_seg * task_len);
     pool.install(|| {
         results
             .par_chunks_mut(task_len)
             .enumerate()
             .for_each(|(i, task_out)| {
-                let (block, kv_head) = (i / n_kv, i % n_kv);
+                let (block, kv_head, seg) = (i / (n_kv * n_seg), i / n_seg % n_kv, i % n_seg);
                 let t0 = block * Q_BLOCK;
                 let t1 = (t0 + Q_BLOCK).min(n_tokens);
                 let last_pos = pos0 + t1 - 1;
@@ -111,6 +116,7 @@ pub fn attention(
                     values: cache.values(layer, kv_head, last_pos + 1),
                     pos0: pos0 + t0,
                     n_q_tokens: t1 - t0,
+                    key_range: seg * seg_len..((seg + 1) * seg_len).min(n_keys),
                 };
                 TASK_BUFS.with(|bufs| {
                     let bufs = &mut *bufs.borrow_mut();
@@ -130,6 +136,8 @@ pub fn attention(
                     task.run(bufs, task_out);
                 });
             });
+        // Merge the key segments of every (token, head) and normalise:
+        // out = sum_s acc_s * exp(M_s - M) / sum_s S_s * exp(M_s - M), M = max_s M_s.
         let results = &*results;
         out.par_chunks_mut(n_head * dv)
             .enumerate()
@@ -137,15 +145,59 @@ pub fn attention(
                 let (block, qi) = (t / Q_BLOCK, t % Q_BLOCK);
                 for (h, o) in out_t.chunks_exact_mut(dv).enumerate() {
                     let (g, j) = (h / group, h % group);
-                    let src = (((block * n_kv + g) * Q_BLOCK + qi) * group + j) * dv;
-                    o.copy_from_slice(&results[src..src + dv]);
+                    let r = qi * group + j;
+                    let task = |seg: usize| {
+                        let start = ((block * n_kv + g) * n_seg + seg) * task_len;
+                        let t = &results[start..start + task_len];
+                        let acc = &t[r * dv..(r + 1) * dv];
+                        (acc, t[rows * dv + r], t[rows * dv + rows + r])
+                    };
+                    let m = (0..n_seg)
+                        .map(|s| task(s).1)
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    o.fill(0.0);
+                    if m == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    let mut denom = 0f32;
+                    for seg in 0..n_seg {
+                        let (acc, seg_max, seg_sum) = task(seg);
+                        if seg_max == f32::NEG_INFINITY {
+                            continue;
+                        }
+                        let w = (seg_max - m).exp();
+                        denom += seg_sum * w;
+                        for (x, &a) in o.iter_mut().zip(acc) {
+                            *x += a * w;
+                        }
+                    }
+                    let inv = if denom > 0.0 { 1.0 / denom } else { 0.0 };
+                    for x in o.iter_mut() {
+                        *x *= inv;
+                    }
                 }
             });
     });
 }
 
+/// Keys per segment below which splitting the key range is not worth a merge.
+const MIN_SEGMENT_KEYS: usize = 256;
+
+/// How many segments to split the key range into: 1 unless there are too few (query block,
+/// KV head) tasks to occupy the pool (decode with few KV heads) and the context is long.
+fn key_segments(n_tasks: usize, n_keys: usize, n_threads: usize) -> usize {
+    let wanted = 2 * n_threads.max(1);
+    if n_tasks >= wanted || n_keys < 2 * MIN_SEGMENT_KEYS {
+        return 1;
+    }
+    wanted
+        .div_ceil(n_tasks)
+        .min(n_keys / MIN_SEGMENT_KEYS)
+        .max(1)
+}
+
 /// One task: the queries of `n_q_tokens` tokens starting at absolute position `pos0`, for
-/// every query head of one KV head's group.
+/// every query head of one KV head's group, over the key positions in `key_range`.
 struct Task<'a> {
     p: &'a AttnParams,
     group: usize,
@@ -153,6 +205,7 @@ struct Task<'a> {
     values: KvRows<'a>,
     pos0: usize,
     n_q_tokens: usize,
+    key_range: std::ops::Range<usize>,
 }
 
 impl Task<'_> {
@@ -161,16 +214,19 @@ impl Task<'_> {
         self.p.window.map_or(0, |w| (pos + 1).saturating_sub(w))
     }
 
-    /// Runs the task with the queries already in `bufs.q` (row `qi * group + j`), writing
-    /// row `qi * group + j` of `out` (`head_dim_v` values each).
+    /// Runs the task with the queries already in `bufs.q` (row `r = qi * group + j`).
+    ///
+    /// `out` is laid out as `[Q_BLOCK * group][head_dim_v]` unnormalised value sums, then
+    /// `[Q_BLOCK * group]` running maxima `M`, then `[Q_BLOCK * group]` sums `S` (a row
+    /// that saw no key keeps `M = -inf`, `S = 0`).
     fn run(&self, bufs: &mut TaskBufs, out: &mut [f32]) {
         let (dk, dv) = (self.p.head_dim_k, self.p.head_dim_v);
+        let rows = Q_BLOCK * self.group;
         let n_rows = self.n_q_tokens * self.group;
-        let out = &mut out[..n_rows * dv];
-        out.fill(0.0);
-        let max = grown(&mut bufs.max, n_rows);
+        let (acc_all, stats) = out.split_at_mut(rows * dv);
+        let (max, sum) = stats.split_at_mut(rows);
+        acc_all.fill(0.0);
         max.fill(f32::NEG_INFINITY);
-        let sum = grown(&mut bufs.sum, n_rows);
         sum.fill(0.0);
         let k_buf = grown(&mut bufs.k, KEY_CHUNK * dk);
         let v_buf = grown(&mut bufs.v, KEY_CHUNK * dv);
@@ -178,9 +234,10 @@ impl Task<'_> {
         let q = &bufs.q[..n_rows * dk];
 
         let last_pos = self.pos0 + self.n_q_tokens - 1;
-        let mut j0 = self.first_key(self.pos0);
-        while j0 <= last_pos {
-            let j1 = (j0 + KEY_CHUNK).min(last_pos + 1);
+        let end = (last_pos + 1).min(self.key_range.end);
+        let mut j0 = self.first_key(self.pos0).max(self.key_range.start);
+        while j0 < end {
+            let j1 = (j0 + KEY_CHUNK).min(end);
             let k = rows_f32(self.keys, j0 * dk..j1 * dk, k_buf);
             let v = rows_f32(self.values, j0 * dv..j1 * dv, v_buf);
             for r in 0..n_rows {
@@ -191,7 +248,7 @@ impl Task<'_> {
                     continue;
                 }
                 let q_row = &q[r * dk..(r + 1) * dk];
-                let acc = &mut out[r * dv..(r + 1) * dv];
+                let acc = &mut acc_all[r * dv..(r + 1) * dv];
                 let s = &mut scores[..hi - lo];
                 let mut chunk_max = f32::NEG_INFINITY;
                 for (sj, k_row) in s
@@ -222,12 +279,6 @@ impl Task<'_> {
                 }
             }
             j0 = j1;
-        }
-        for (acc, &s) in out.chunks_exact_mut(dv).zip(sum.iter()) {
-            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            for o in acc.iter_mut() {
-                *o *= inv;
-            }
         }
     }
 }
@@ -368,6 +419,23 @@ mod tests {
     fn matches_naive_attention_across_query_blocks_key_chunks_and_a_cached_prefix() {
         // 150 new queries (many Q_BLOCKs) after 70 cached positions (several KEY_CHUNKs).
         check_against_naive(6, 2, 16, 70, 150);
+    }
+
+    #[test]
+    fn long_context_decode_split_into_key_segments_matches_naive_attention() {
+        assert!(
+            key_segments(1, 1000, 2) > 1,
+            "this case must exercise the split"
+        );
+        check_against_naive(4, 1, 32, 999, 1);
+    }
+
+    #[test]
+    fn key_segments_split_only_when_tasks_are_few_and_the_context_long() {
+        assert_eq!(key_segments(64, 4096, 2), 1);
+        assert_eq!(key_segments(1, 100, 2), 1);
+        assert_eq!(key_segments(1, 4096, 2), 4);
+        assert_eq!(key_segments(3, 600, 4), 2);
     }
 
     #[test]
