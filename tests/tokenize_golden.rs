@@ -205,6 +205,41 @@ fn building_a_151k_token_bpe_tokenizer_takes_well_under_a_second() {
     }
 }
 
+/// Encoding with the 262k-token SentencePiece vocabulary and its 6,400 control tokens is
+/// fast too (the special-token search is pre-filtered by byte pairs).
+#[test]
+fn gemma3_tokenizer_builds_and_encodes_quickly() {
+    let path = fixtures().join("models/gemma3-270m-q4_k_m.gguf");
+    if !path.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent; run fixtures/fetch-models.sh",
+            path.display()
+        );
+        return;
+    }
+    let file = GgufFile::open(&path).unwrap();
+    let t0 = std::time::Instant::now();
+    let tok = Tokenizer::from_gguf(&file).unwrap();
+    let built = t0.elapsed();
+    let text = std::fs::read_to_string(fixtures().join("golden/inputs/ppl_dev.txt")).unwrap();
+    let t1 = std::time::Instant::now();
+    let ids = tok.encode(&text, true, true).unwrap();
+    let encoded = t1.elapsed();
+    eprintln!(
+        "gemma3 tokenizer: built in {built:?}; {} bytes -> {} tokens in {encoded:?}",
+        text.len(),
+        ids.len()
+    );
+    assert_eq!(
+        tok.decode(&ids[1..]),
+        text,
+        "SentencePiece without space prefix round-trips"
+    );
+    if !cfg!(debug_assertions) {
+        assert!(built.as_secs_f64() < 2.0, "built in {built:?}");
+    }
+}
+
 fn real_bpe(name: &str) -> Option<Tokenizer> {
     let path = fixtures().join(format!("models/{name}.gguf"));
     if !path.exists() {
@@ -249,4 +284,36 @@ proptest! {
             prop_assert_eq!(streamed, tok.decode(&ids));
         }
     }
+}
+
+/// `openweight tokenize` prints the golden ids as one JSON array.
+#[test]
+fn tokenize_cli_prints_the_golden_ids_as_json() {
+    let name = "qwen2.5-coder-0.5b-q4_k_m";
+    let model = fixtures().join(format!("models/{name}.gguf"));
+    if !model.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent; run fixtures/fetch-models.sh",
+            model.display()
+        );
+        return;
+    }
+    let cases = read_cases(&fixtures().join(format!("golden/real/{name}.tokenize.jsonl")));
+    let case = cases
+        .iter()
+        .find(|c| c.parse_special && c.text.contains("<|im_start|>"))
+        .expect("a chat-template line with parse_special");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openweight"))
+        .args(["tokenize", "-m"])
+        .arg(&model)
+        .args(["--parse-special", "-p", &case.text])
+        .output()
+        .expect("run openweight");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<u32> = serde_json::from_slice(&out.stdout).expect("a JSON array of ids");
+    assert_eq!(printed, case.ids);
 }

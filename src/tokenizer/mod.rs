@@ -269,6 +269,15 @@ impl Tokenizer {
                 reason: format!("{n} tokens (need at least 1)"),
             });
         }
+        // String offsets are stored as u32 (merges may intern up to twice their own text).
+        let token_bytes: usize = spec.tokens.iter().map(String::len).sum();
+        let merge_bytes: usize = spec.merges.map_or(0, |m| m.iter().map(String::len).sum());
+        if token_bytes.saturating_add(merge_bytes.saturating_mul(2)) >= u32::MAX as usize {
+            return Err(TokenizerError::BadMetadata {
+                key: "tokenizer.ggml.tokens",
+                reason: "the vocabulary text exceeds 4 GiB".into(),
+            });
+        }
         let check_len = |key: &'static str, len: usize| {
             if len == n {
                 Ok(())

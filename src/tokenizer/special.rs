@@ -59,6 +59,7 @@ impl Specials {
         }
         let present = BytePairs::of(text.as_bytes());
         let mut next = Vec::new();
+        let mut occurrences = Vec::new();
         for &(id, needs_parse_special) in &self.ids {
             if needs_parse_special && !parse_special {
                 continue;
@@ -71,25 +72,45 @@ impl Specials {
             let Ok(needle) = std::str::from_utf8(needle_bytes) else {
                 continue;
             };
+            // Every occurrence in the whole text, overlapping ones included, in order; then
+            // each text fragment takes, left to right, the ones that fit inside it.
+            occurrences.clear();
+            let step = needle.chars().next().map_or(1, char::len_utf8);
+            let mut from = 0;
+            while let Some(p) = text[from..].find(needle) {
+                occurrences.push(from + p);
+                from += p + step;
+            }
+            if occurrences.is_empty() {
+                continue;
+            }
             next.clear();
             let mut found = false;
+            let mut k = 0;
             for f in &fragments {
                 let Fragment::Text(range) = f else {
                     next.push(f.clone());
                     continue;
                 };
-                let s = &text[range.clone()];
-                let mut at = 0;
-                while let Some(p) = s[at..].find(needle) {
+                while k < occurrences.len() && occurrences[k] < range.start {
+                    k += 1;
+                }
+                let mut at = range.start;
+                while k < occurrences.len() && occurrences[k] + needle.len() <= range.end {
+                    let p = occurrences[k];
+                    k += 1;
+                    if p < at {
+                        continue; // overlaps the previous match
+                    }
                     found = true;
-                    if p > 0 {
-                        next.push(Fragment::Text(range.start + at..range.start + at + p));
+                    if p > at {
+                        next.push(Fragment::Text(at..p));
                     }
                     next.push(Fragment::Token(id));
-                    at += p + needle.len();
+                    at = p + needle.len();
                 }
-                if at < s.len() {
-                    next.push(Fragment::Text(range.start + at..range.end));
+                if at < range.end {
+                    next.push(Fragment::Text(at..range.end));
                 }
             }
             if found {
@@ -193,6 +214,32 @@ mod tests {
         assert_eq!(
             sp.partition(&vocab, "<|im_start|>", false),
             [Fragment::Token(4), Fragment::Text(4..12)]
+        );
+    }
+
+    #[test]
+    fn repeated_matches_do_not_overlap_and_go_leftmost_first() {
+        let vocab = Vocab::new(&["aa"]);
+        let sp = Specials::new(&vocab, &[TokenType::UserDefined]);
+        assert_eq!(
+            sp.partition(&vocab, "aaaaa", false),
+            [Fragment::Token(0), Fragment::Token(0), Fragment::Text(4..5)]
+        );
+    }
+
+    #[test]
+    fn a_match_cannot_straddle_an_earlier_special_token() {
+        let vocab = Vocab::new(&["<ab>", "b>c"]);
+        let types = [TokenType::UserDefined, TokenType::UserDefined];
+        let sp = Specials::new(&vocab, &types);
+        // "<ab>" (longer) is taken first; "b>c" would need its "b>".
+        assert_eq!(
+            sp.partition(&vocab, "<ab>c", false),
+            [Fragment::Token(0), Fragment::Text(4..5)]
+        );
+        assert_eq!(
+            sp.partition(&vocab, "b>c<ab>b>c", false),
+            [Fragment::Token(1), Fragment::Token(0), Fragment::Token(1)]
         );
     }
 

@@ -1,19 +1,21 @@
 //! The vocabulary's strings and a byte-string -> id hash table over them.
 //!
-//! Strings live in one arena; the table is open-addressed with linear probing and stores only
-//! ids, so lookups by `&[u8]` need no allocation. Ids `0..n_tokens` are the tokens; the BPE
+//! Strings live in one arena; the table is open-addressed with linear probing and stores ids
+//! with 32 bits of their hash (so most mismatches are rejected without touching the arena),
+//! and lookups by `&[u8]` need no allocation. Ids `0..n_tokens` are the tokens; the BPE
 //! builder may intern further strings (merge parts and results that are not tokens), which get
 //! ids from `n_tokens` on.
 
 /// Marks an empty slot of the hash table.
-const EMPTY: u32 = u32::MAX;
+const EMPTY: u64 = u64::MAX;
 
 /// Interned byte strings with O(1) lookup by content.
 pub(crate) struct Vocab {
     arena: Vec<u8>,
     /// Start of string `i` in `arena` is `ends[i - 1]` (0 for `i == 0`), end is `ends[i]`.
     ends: Vec<u32>,
-    slots: Vec<u32>,
+    /// `hash >> 32 << 32 | id` per occupied slot, [`EMPTY`] otherwise.
+    slots: Vec<u64>,
     n_tokens: u32,
 }
 
@@ -74,13 +76,16 @@ impl Vocab {
     #[inline]
     pub(crate) fn find(&self, s: &[u8]) -> Option<u32> {
         let mask = self.slots.len() - 1;
-        let mut i = hash_bytes(s) as usize & mask;
+        let h = hash_bytes(s);
+        let tag = h >> 32;
+        let mut i = h as usize & mask;
         loop {
-            let id = self.slots[i];
-            if id == EMPTY {
+            let slot = self.slots[i];
+            if slot == EMPTY {
                 return None;
             }
-            if self.text(id) == s {
+            let id = slot as u32;
+            if slot >> 32 == tag && self.text(id) == s {
                 return Some(id);
             }
             i = (i + 1) & mask;
@@ -116,11 +121,13 @@ impl Vocab {
     fn insert(&mut self, id: u32) {
         let mask = self.slots.len() - 1;
         let text = self.text(id);
-        let mut i = hash_bytes(text) as usize & mask;
+        let h = hash_bytes(text);
+        let entry = h >> 32 << 32 | id as u64;
+        let mut i = h as usize & mask;
         loop {
             let cur = self.slots[i];
-            if cur == EMPTY || self.text(cur) == text {
-                self.slots[i] = id;
+            if cur == EMPTY || (cur >> 32 == h >> 32 && self.text(cur as u32) == text) {
+                self.slots[i] = entry;
                 return;
             }
             i = (i + 1) & mask;
