@@ -189,6 +189,15 @@ fn a_zero_context_is_rejected() {
 }
 
 #[test]
+fn an_impossibly_large_context_is_rejected_not_a_panic() {
+    let m = model("llama-f32");
+    assert!(matches!(
+        Session::new(&m, opts(usize::MAX / 2)),
+        Err(ModelError::InvalidOption(_))
+    ));
+}
+
+#[test]
 fn greedy_generation_does_not_depend_on_the_thread_count() {
     let m = model("qwen2-q4_k_m");
     let prompt = ids(20, m.config().n_vocab);
