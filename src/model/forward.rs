@@ -8,6 +8,7 @@
 //! once the buffers have grown.
 
 use openweight_kernels::matmul::{matmul, MatmulScratch};
+use rayon::prelude::*;
 
 use super::arch::{EmbeddingScale, FfnActivation};
 use super::attention::{attention, AttnParams};
@@ -220,7 +221,17 @@ pub fn forward(
         matmul(pool, &l.w_gate.mat(file), h, gate, &mut s.matmul);
         let up = sized(&mut s.up, n * c.n_ff);
         matmul(pool, &l.w_up.mat(file), h, up, &mut s.matmul);
-        gated_activation(c.arch.ffn_activation, gate, up);
+        if n > 1 {
+            // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
+            let kind = c.arch.ffn_activation;
+            pool.install(|| {
+                gate.par_chunks_mut(c.n_ff)
+                    .zip(up.par_chunks(c.n_ff))
+                    .for_each(|(g, u)| gated_activation(kind, g, u));
+            });
+        } else {
+            gated_activation(c.arch.ffn_activation, gate, up);
+        }
         let o = sized(&mut s.o, n * n_embd);
         matmul(pool, &l.w_down.mat(file), gate, o, &mut s.matmul);
         if let Some(pn) = &l.post_ffn_norm {
