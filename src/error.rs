@@ -1,5 +1,6 @@
 //! The crate-wide error type.
 
+use crate::chat::ChatError;
 use crate::gguf::GgufError;
 use crate::model::ModelError;
 use crate::tokenizer::TokenizerError;
@@ -17,6 +18,9 @@ pub enum Error {
     /// The model cannot be built or run (unsupported architecture, missing tensor, full context, ...).
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The chat template cannot be compiled or rendered.
+    #[error(transparent)]
+    Chat(#[from] ChatError),
     /// Reading a file other than the model failed.
     #[error("{path}: {source}")]
     Io {

@@ -5,11 +5,13 @@
 //! - [`tokenizer`]: byte-level BPE and SentencePiece-style tokenizers built from GGUF metadata.
 //! - [`model`]: per-architecture descriptions, the forward pass and the KV cache.
 //! - [`sample`]: choosing the next token (greedy or seeded temperature sampling).
+//! - [`chat`]: rendering a conversation with the model's chat template.
 //! - [`Error`]: the one error type of the public API.
 //!
 //! Kernels (block formats, dequantization, dot products, matmul) live in the
 //! `openweight-kernels` crate, re-exported as [`kernels`].
 
+pub mod chat;
 pub mod error;
 pub mod gguf;
 pub mod model;
