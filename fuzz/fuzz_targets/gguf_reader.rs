@@ -2,8 +2,10 @@
 //! and whatever it accepts can be queried through every getter, sliced with `tensor_data`, and
 //! written back by `GgufWriter` into a file that reads back the same.
 //!
-//! Run: `cargo +nightly fuzz run gguf_reader -- -max_total_time=300` (from the repository root),
-//! seeding `fuzz/corpus/gguf_reader/` from `fixtures/malformed/` and the synthetic models.
+//! Run from the repository root: `python3 fuzz/seed.py` (seeds the git-ignored
+//! `fuzz/corpus/gguf_reader/` from `fixtures/malformed/`, the synthetic models' metadata and a
+//! few small valid files), then
+//! `cargo +nightly fuzz run gguf_reader -- -max_total_time=300 -max_len=20000`.
 
 #![no_main]
 
@@ -20,11 +22,22 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn exercise_getters(file: &GgufFile) {
-    let _ = (file.version(), file.alignment(), file.data_offset(), file.file_len());
+    let _ = (
+        file.version(),
+        file.alignment(),
+        file.data_offset(),
+        file.file_len(),
+    );
     for (key, value) in file.metadata() {
-        assert_eq!(file.get(key), Some(value));
+        // Identity, not `==`: a NaN value is not equal to itself.
+        assert!(file.get(key).is_some_and(|v| std::ptr::eq(v, value)));
         let _ = value.type_name();
-        let _ = (value.as_u64(), value.as_i64(), value.as_f64(), value.as_str());
+        let _ = (
+            value.as_u64(),
+            value.as_i64(),
+            value.as_f64(),
+            value.as_str(),
+        );
         let _ = file.get_u32(key);
         let _ = file.get_u64(key);
         let _ = file.get_i64(key);
@@ -43,7 +56,12 @@ fn exercise_getters(file: &GgufFile) {
         let _ = file.get_array_opt(key);
     }
     let _ = file.architecture();
-    for suffix in ["block_count", "context_length", "rope.freq_base", "attention.head_count"] {
+    for suffix in [
+        "block_count",
+        "context_length",
+        "rope.freq_base",
+        "attention.head_count",
+    ] {
         let _ = file.arch_u32(suffix);
         let _ = file.arch_u32_opt(suffix);
         let _ = file.arch_f32(suffix);
@@ -66,9 +84,11 @@ fn check_tensors(file: &GgufFile) {
 
 fn check_rewrite(file: &GgufFile) {
     let mut w = GgufWriter::new();
-    w.set_version(file.version()).expect("reader accepted the version");
+    w.set_version(file.version())
+        .expect("reader accepted the version");
     for (key, value) in file.metadata() {
-        w.add_metadata(key.clone(), value.clone()).expect("reader accepted the metadata");
+        w.add_metadata(key.clone(), value.clone())
+            .expect("reader accepted the metadata");
     }
     for t in file.tensors() {
         w.add_tensor(t.name.clone(), &t.ne, t.type_id, file.tensor_data(t))
@@ -83,7 +103,10 @@ fn check_rewrite(file: &GgufFile) {
     }
     assert_eq!(again.tensors().len(), file.tensors().len());
     for (a, b) in again.tensors().iter().zip(file.tensors()) {
-        assert_eq!((&a.name, &a.ne, a.type_id, a.n_bytes), (&b.name, &b.ne, b.type_id, b.n_bytes));
+        assert_eq!(
+            (&a.name, &a.ne, a.type_id, a.n_bytes),
+            (&b.name, &b.ne, b.type_id, b.n_bytes)
+        );
         assert_eq!(again.tensor_data(a), file.tensor_data(b));
     }
 }
