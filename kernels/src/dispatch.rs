@@ -37,7 +37,11 @@ pub struct KernelSet {
 impl KernelSet {
     /// An empty set named `name`; `scalar::install` fills it.
     pub(crate) fn empty(name: &'static str) -> KernelSet {
-        KernelSet { name, dots: [None; GgmlType::ID_LIMIT], quantizers: [None; GgmlType::ID_LIMIT] }
+        KernelSet {
+            name,
+            dots: [None; GgmlType::ID_LIMIT],
+            quantizers: [None; GgmlType::ID_LIMIT],
+        }
     }
 
     /// A short name for logs and benchmarks (`scalar`, `avx2`, `neon-dotprod`, ...).

@@ -119,6 +119,10 @@ mod tests {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
             assert!((t.id() as usize) < GgmlType::ID_LIMIT);
         }
-        assert_eq!(GgmlType::from_id(4), None, "id 4 (old Q4_2) was removed from GGUF");
+        assert_eq!(
+            GgmlType::from_id(4),
+            None,
+            "id 4 (old Q4_2) was removed from GGUF"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub enum GgufError {
         source: std::io::Error,
     },
     /// The first four bytes are not `GGUF`.
-    #[error("byte {offset}: not a GGUF file (magic is {found:02x?}, expected \"GGUF\")")]
+    #[error(
+        "byte {offset}: not a GGUF file (starts with \"{}\" instead of \"GGUF\")",
+        found.escape_ascii()
+    )]
     BadMagic {
         /// Always 0.
         offset: u64,

@@ -46,26 +46,39 @@ trait Kernel {
     );
 }
 
-/// Checks the [`crate::DotFn`] size contract and returns the number of weight blocks.
+/// Checks the [`crate::DotFn`] size contract and returns the number of weight blocks, or
+/// `None` when there is no activation row (nothing to compute, as in the scalar set).
 ///
-/// Panics (caller bug, never data-dependent) when `out` has no rows or more than
-/// [`MAX_ACT_ROWS`], or when `acts` is too short for `out.len()` rows of `stride` bytes.
-fn checked_blocks<K: Kernel>(w: &[u8], acts: &[u8], stride: usize, out: &[f32]) -> usize {
+/// Panics (caller bug, never data-dependent) when `w` is not whole blocks, `out` has more
+/// than [`MAX_ACT_ROWS`] rows, rows are closer than one activation row apart, or `acts` is
+/// too short for `out.len()` rows of `stride` bytes.
+fn checked_blocks<K: Kernel>(w: &[u8], acts: &[u8], stride: usize, out: &[f32]) -> Option<usize> {
     let n_rows = out.len();
     assert!(
-        (1..=MAX_ACT_ROWS).contains(&n_rows),
-        "dot kernels take 1..={MAX_ACT_ROWS} activation rows, got {n_rows}"
+        n_rows <= MAX_ACT_ROWS,
+        "dot kernels take at most {MAX_ACT_ROWS} activation rows, got {n_rows}"
     );
+    assert!(
+        w.len() % K::W_BLOCK_BYTES == 0,
+        "dot: weight row of {} bytes is not whole {}-byte blocks",
+        w.len(),
+        K::W_BLOCK_BYTES
+    );
+    if n_rows == 0 {
+        return None;
+    }
     let nb = w.len() / K::W_BLOCK_BYTES;
+    let row_bytes = nb.checked_mul(K::A_BLOCK_BYTES);
     let needed = (n_rows - 1)
         .checked_mul(stride)
-        .and_then(|start| start.checked_add(nb.checked_mul(K::A_BLOCK_BYTES)?));
+        .and_then(|start| start.checked_add(row_bytes?));
     assert!(
-        needed.is_some_and(|needed| needed <= acts.len()),
+        (n_rows == 1 || row_bytes.is_some_and(|row| stride >= row))
+            && needed.is_some_and(|needed| needed <= acts.len()),
         "activations too short: {} bytes for {n_rows} rows of stride {stride} and {nb} blocks",
         acts.len()
     );
-    nb
+    Some(nb)
 }
 
 /// Entry point of every kernel body on the dotprod path.
@@ -119,7 +132,9 @@ macro_rules! by_rows {
 
 /// The [`crate::DotFn`] of kernel `K` on the dotprod path.
 fn dot_sdot<K: Kernel>(w: &[u8], acts: &[u8], stride: usize, out: &mut [f32]) {
-    let nb = checked_blocks::<K>(w, acts, stride, out);
+    let Some(nb) = checked_blocks::<K>(w, acts, stride, out) else {
+        return;
+    };
     // SAFETY: `install` stores this function only when `dispatch` detected neon and
     // dotprod; `checked_blocks` proved that `nb` weight blocks lie in `w` and that every
     // activation row `r < out.len()` has `nb` blocks at `r * stride` inside `acts`.
@@ -128,7 +143,9 @@ fn dot_sdot<K: Kernel>(w: &[u8], acts: &[u8], stride: usize, out: &mut [f32]) {
 
 /// The [`crate::DotFn`] of kernel `K` on the baseline NEON path.
 fn dot_neon<K: Kernel>(w: &[u8], acts: &[u8], stride: usize, out: &mut [f32]) {
-    let nb = checked_blocks::<K>(w, acts, stride, out);
+    let Some(nb) = checked_blocks::<K>(w, acts, stride, out) else {
+        return;
+    };
     // SAFETY: `install` stores this function only when `dispatch` detected neon;
     // `checked_blocks` proved the ranges as in `dot_sdot`.
     unsafe { by_rows!(entry_neon, K, w.as_ptr(), nb, acts.as_ptr(), stride, out) }

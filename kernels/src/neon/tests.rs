@@ -548,6 +548,25 @@ fn short_activations_are_a_caller_bug_that_panics() {
 }
 
 #[test]
+fn zero_activation_rows_need_no_activation_bytes() {
+    // As in the scalar set: no rows means nothing to read, so empty `acts` is no error.
+    for set in kernel_sets() {
+        for ty in WEIGHT_TYPES {
+            let w = weight_row(ty, n_elems(ty), &mut Rng(7));
+            set.dot(ty).unwrap()(&w, &[], 0, &mut []);
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "not whole")]
+fn a_partial_weight_block_is_a_caller_bug_that_panics() {
+    let mut set = KernelSet::empty("test");
+    install(&mut set, false);
+    set.dot(GgmlType::Q4_0).unwrap()(&[0u8; 19], &[0u8; 68], 34, &mut [0.0]);
+}
+
+#[test]
 #[should_panic(expected = "activation rows")]
 fn more_than_eight_rows_is_a_caller_bug_that_panics() {
     let mut set = KernelSet::empty("test");

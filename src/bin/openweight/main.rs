@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod inspect;
 mod json;
 mod logits;
@@ -31,6 +32,8 @@ enum Command {
     Run(run::Args),
     /// Measure perplexity of a model on a text file.
     Perplexity(perplexity::Args),
+    /// Measure prompt-processing and generation speed (llama-bench method).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits::run(a),
         Command::Run(a) => run::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

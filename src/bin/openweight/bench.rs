@@ -1,0 +1,344 @@
+//! `openweight bench`: prompt-processing and generation speed, measured the way llama-bench
+//! measures them.
+//!
+//! - `pp<P>`: one prompt of `P` token ids, evaluated as one batch (split only at the session's
+//!   batch limit) into an empty KV cache; the whole evaluation is timed.
+//! - `tg<N>`: `N` tokens decoded one at a time into an empty KV cache, every step feeding the
+//!   same token (as llama-bench does); the whole run of `N` steps is timed as one.
+//!
+//! Each test runs once untimed (warm-up), then `r` timed repetitions; the result is the mean
+//! and the sample standard deviation of tokens/s over the repetitions. Token ids are
+//! pseudo-random but fixed (the same every run), valid for the vocabulary, and no BOS is added.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use openweight::model::{LogitsMode, Model, Session, SessionOptions};
+use openweight::{Error, Result};
+
+use crate::json;
+
+/// Arguments of `openweight bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The GGUF model file.
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Prompt length of the prompt-processing test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Tokens generated in the generation test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Worker threads (0 = all available cores).
+    #[arg(short = 't', long = "threads", default_value_t = 2)]
+    pub threads: usize,
+    /// Timed repetitions of each test (after one untimed warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    pub repetitions: usize,
+    /// Print one JSON object `{"model", "threads", "pp_tps", "pp_sd", "tg_tps", "tg_sd", ...}`
+    /// instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Mean and sample standard deviation of tokens/s over the timed repetitions of one test.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Speed {
+    mean: f64,
+    sd: f64,
+}
+
+impl Speed {
+    /// Summarises per-repetition speeds (tokens/s); the deviation uses `n - 1` (as
+    /// llama-bench does) and is 0 for a single repetition.
+    fn of(samples: &[f64]) -> Speed {
+        if samples.is_empty() {
+            return Speed::default();
+        }
+        let n = samples.len() as f64;
+        let mean = samples.iter().sum::<f64>() / n;
+        let sd = if samples.len() < 2 {
+            0.0
+        } else {
+            (samples.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / (n - 1.0)).sqrt()
+        };
+        Speed { mean, sd }
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: Args) -> Result<()> {
+    if args.n_prompt == 0 && args.n_gen == 0 {
+        return Err(Error::InvalidArgument(
+            "-p and -n are both 0: nothing to measure".into(),
+        ));
+    }
+    if args.repetitions == 0 {
+        return Err(Error::InvalidArgument(
+            "-r must be at least 1 (timed repetitions)".into(),
+        ));
+    }
+    let model = Model::open(&args.model)?;
+    let config = model.config();
+    let n_ctx_train = config.n_ctx_train;
+    if args.n_prompt + args.n_gen > n_ctx_train {
+        return Err(Error::InvalidArgument(format!(
+            "-p {} plus -n {} is {} tokens, beyond the model's context length of {n_ctx_train}",
+            args.n_prompt,
+            args.n_gen,
+            args.n_prompt + args.n_gen
+        )));
+    }
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    let options = SessionOptions {
+        n_ctx: args.n_prompt.max(args.n_gen),
+        n_threads: threads,
+        ..Default::default()
+    };
+    let mut session = Session::new(&model, options)?;
+    let n_vocab = config.n_vocab;
+    let kernels = openweight::kernels::dispatch::best().name();
+
+    let pp = if args.n_prompt > 0 {
+        let prompt = token_ids(args.n_prompt, n_vocab, 0x5eed_0001);
+        measure(&mut session, "pp", args.n_prompt, args.repetitions, |s| {
+            s.clear();
+            let start = Instant::now();
+            s.eval(&prompt, LogitsMode::Last)?;
+            Ok(start.elapsed().as_secs_f64())
+        })?
+    } else {
+        Speed::default()
+    };
+    let tg = if args.n_gen > 0 {
+        let token = token_ids(1, n_vocab, 0x5eed_0002)[0];
+        measure(&mut session, "tg", args.n_gen, args.repetitions, |s| {
+            s.clear();
+            let start = Instant::now();
+            for _ in 0..args.n_gen {
+                s.eval(&[token], LogitsMode::Last)?;
+            }
+            Ok(start.elapsed().as_secs_f64())
+        })?
+    } else {
+        Speed::default()
+    };
+
+    let weight_bytes: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
+    let n_params: u64 = model.gguf().tensors().iter().map(|t| t.n_elements()).sum();
+    // F16 cache (the session default): one key and one value row per layer and KV head.
+    let kv_bytes_per_token =
+        config.n_layer * config.n_head_kv * (config.head_dim_k + config.head_dim_v) * 2;
+
+    if args.json {
+        let mut out = String::from("{\"model\": ");
+        json::push_str(&mut out, &args.model.display().to_string());
+        out.push_str(&format!(", \"threads\": {threads}, \"pp_tps\": "));
+        json::push_f64(&mut out, pp.mean);
+        out.push_str(", \"pp_sd\": ");
+        json::push_f64(&mut out, pp.sd);
+        out.push_str(", \"tg_tps\": ");
+        json::push_f64(&mut out, tg.mean);
+        out.push_str(", \"tg_sd\": ");
+        json::push_f64(&mut out, tg.sd);
+        out.push_str(&format!(
+            ", \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \
+             \"kv_bytes_per_token\": {kv_bytes_per_token}, \"weight_bytes\": {weight_bytes}, \
+             \"n_params\": {n_params}, \"kernels\": ",
+            args.n_prompt, args.n_gen, args.repetitions
+        ));
+        json::push_str(&mut out, kernels);
+        out.push('}');
+        println!("{out}");
+    } else {
+        let name = args.model.file_name().map_or_else(
+            || args.model.display().to_string(),
+            |f| f.to_string_lossy().into(),
+        );
+        let mut rows = Vec::new();
+        if args.n_prompt > 0 {
+            rows.push((format!("pp{}", args.n_prompt), pp));
+        }
+        if args.n_gen > 0 {
+            rows.push((format!("tg{}", args.n_gen), tg));
+        }
+        print_table(
+            &name,
+            &human_bytes(weight_bytes),
+            &human_count(n_params),
+            kernels,
+            threads,
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+/// Runs `run_once` on `session` once untimed, then `reps` times timed, printing progress on
+/// stderr, and returns the speed of `n_tokens` per run. `run_once` returns the seconds one
+/// run took.
+fn measure<'m>(
+    session: &mut Session<'m>,
+    label: &str,
+    n_tokens: usize,
+    reps: usize,
+    mut run_once: impl FnMut(&mut Session<'m>) -> Result<f64>,
+) -> Result<Speed> {
+    eprintln!("bench: {label}{n_tokens} warm-up");
+    run_once(session)?;
+    let mut samples = Vec::with_capacity(reps);
+    for rep in 1..=reps {
+        let secs = run_once(session)?;
+        let tps = n_tokens as f64 / secs.max(1e-12);
+        eprintln!("bench: {label}{n_tokens} run {rep}/{reps}: {secs:.3} s, {tps:.2} t/s");
+        samples.push(tps);
+    }
+    Ok(Speed::of(&samples))
+}
+
+/// `n` pseudo-random token ids below `n_vocab`, the same for the same `seed` (splitmix64).
+fn token_ids(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// A byte count as llama-bench shows model sizes (`93.80 MiB`, `1.20 GiB`).
+fn human_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= 1024.0 * MIB {
+        format!("{:.2} GiB", b / (1024.0 * MIB))
+    } else {
+        format!("{:.2} MiB", b / MIB)
+    }
+}
+
+/// A parameter count as llama-bench shows it (`134.52 M`, `1.24 B`).
+fn human_count(n: u64) -> String {
+    let x = n as f64;
+    if x >= 1e9 {
+        format!("{:.2} B", x / 1e9)
+    } else {
+        format!("{:.2} M", x / 1e6)
+    }
+}
+
+/// Prints the markdown table: one row per test.
+fn print_table(
+    model: &str,
+    size: &str,
+    params: &str,
+    kernels: &str,
+    threads: usize,
+    rows: &[(String, Speed)],
+) {
+    let header = [
+        "model", "size", "params", "kernels", "threads", "test", "t/s",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|(test, s)| {
+            [
+                model.to_string(),
+                size.to_string(),
+                params.to_string(),
+                kernels.to_string(),
+                threads.to_string(),
+                test.clone(),
+                format!("{:.2} ± {:.2}", s.mean, s.sd),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: Vec<String>| {
+        let padded: Vec<String> = cols
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                // Text left-aligned, numbers (threads, t/s) right-aligned as in llama-bench.
+                if i == 4 || i == 6 {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    line(
+        widths
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                if i == 4 || i == 6 {
+                    format!("{}:", "-".repeat(w.max(2) - 1))
+                } else {
+                    "-".repeat(w)
+                }
+            })
+            .collect(),
+    );
+    for row in cells {
+        line(row.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_of_one_sample_has_zero_deviation() {
+        assert_eq!(
+            Speed::of(&[42.0]),
+            Speed {
+                mean: 42.0,
+                sd: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn speed_deviation_is_the_sample_standard_deviation() {
+        let s = Speed::of(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(s.mean, 5.0);
+        assert!((s.sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn token_ids_are_in_vocabulary_and_reproducible() {
+        let a = token_ids(1000, 37, 7);
+        assert!(a.iter().all(|&t| t < 37));
+        assert_eq!(a, token_ids(1000, 37, 7));
+        assert_ne!(a, token_ids(1000, 37, 8));
+    }
+
+    #[test]
+    fn sizes_are_shown_in_llama_bench_units() {
+        assert_eq!(human_bytes(98_362_432), "93.81 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.50 GiB");
+        assert_eq!(human_count(134_515_008), "134.52 M");
+        assert_eq!(human_count(1_240_000_000), "1.24 B");
+    }
+}
