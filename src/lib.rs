@@ -4,7 +4,10 @@
 //! - [`gguf`]: the GGUF container: memory-mapped, validated, zero-copy tensor data.
 //! - [`tokenizer`]: byte-level BPE and SentencePiece-style tokenizers built from GGUF metadata.
 //! - [`model`]: per-architecture descriptions, the forward pass and the KV cache.
-//! - [`sample`]: choosing the next token (greedy or seeded temperature sampling).
+//! - [`sample`]: choosing the next token ([`Sampler`]: penalties, top-k, top-p, min-p,
+//!   temperature, seeded draw).
+//! - [`generate`]: streaming generation with stop strings and cancellation.
+//! - [`embed`]: text embeddings from the hidden states.
 //! - [`chat`]: rendering a conversation with the model's chat template.
 //! - [`Error`]: the one error type of the public API.
 //!
@@ -12,11 +15,17 @@
 //! `openweight-kernels` crate, re-exported as [`kernels`].
 
 pub mod chat;
+pub mod embed;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 pub mod model;
 pub mod sample;
 pub mod tokenizer;
 
+pub use embed::Pooling;
 pub use error::{Error, Result};
+pub use generate::{GenerateOptions, Generation, StopReason, Token};
+pub use model::{Model, Session, SessionOptions};
+pub use sample::{Sampler, SamplerBuilder};
 pub use openweight_kernels as kernels;

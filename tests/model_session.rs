@@ -16,6 +16,7 @@ fn opts(n_ctx: usize) -> SessionOptions {
         n_ctx,
         kv_type: KvType::F16,
         n_threads: 2,
+        pool: None,
     }
 }
 

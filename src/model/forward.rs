@@ -109,11 +109,15 @@ pub enum OutputRows {
     Last,
     /// None (a prefix chunk whose logits nobody wants).
     None,
+    /// No logits: every token's hidden state after the final norm (`[n][n_embd]`), for
+    /// embeddings.
+    Hidden,
 }
 
 /// Runs `tokens` (already validated: non-empty, in vocabulary, fitting the cache) at
 /// positions `pos0..`, storing their keys and values in `kv`, and writes the logits of the
-/// requested rows to `logits` (`[n_rows][n_vocab]`, resized to fit).
+/// requested rows to `logits` (`[n_rows][n_vocab]`; for [`OutputRows::Hidden`], the normed
+/// hidden states `[n][n_embd]` instead).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     model: &Model,
@@ -247,6 +251,10 @@ pub fn forward(
         OutputRows::All => (0, n),
         OutputRows::Last => (n - 1, 1),
         OutputRows::None => return,
+        OutputRows::Hidden => {
+            rms_norm(&s.x[..n * n_embd], &w.output_norm, eps, &mut logits[..n * n_embd]);
+            return;
+        }
     };
     let h = sized(&mut s.h, n_out * n_embd);
     rms_norm(

@@ -13,6 +13,7 @@ pub mod config;
 mod error;
 pub mod forward;
 pub mod kv_cache;
+pub mod moe;
 pub mod perplexity;
 pub mod rope;
 mod session;
@@ -27,10 +28,44 @@ pub use config::Config;
 pub use error::ModelError;
 pub use kv_cache::KvType;
 pub use session::{LogitsMode, Session, SessionOptions, MAX_BATCH};
+
+use crate::embed::Pooling;
 pub use weights::Weights;
 
 /// A loaded model: the memory-mapped file, its validated hyperparameters and weights, and
-/// its tokenizer. Immutable and shareable across threads; sessions borrow it.
+/// its tokenizer.
+///
+/// A `Model` is immutable, `Send` and `Sync`: load it once and run many [`Session`]s on it
+/// from many threads, each with its own KV cache. Sessions borrow the model, so share it by
+/// reference with scoped threads, or put it in an [`Arc`](std::sync::Arc) and create each
+/// session inside the thread that uses it:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use openweight::{GenerateOptions, Model, Sampler, Session, SessionOptions};
+///
+/// let model = Arc::new(Model::open("fixtures/models/smollm2-135m-q4_1.gguf")?);
+/// let workers: Vec<_> = ["Once upon a time", "The sea is"]
+///     .into_iter()
+///     .map(|prompt| {
+///         let model = Arc::clone(&model);
+///         std::thread::spawn(move || -> openweight::Result<String> {
+///             let options = SessionOptions { n_ctx: 256, n_threads: 1, ..Default::default() };
+///             let mut session = Session::new(&model, options)?;
+///             session.set_prompt_text(prompt)?;
+///             let mut sampler = Sampler::builder().seed(1).build();
+///             let (text, _ids) = session
+///                 .generate(&mut sampler, GenerateOptions::new().max_tokens(16))
+///                 .collect_text()?;
+///             Ok(text)
+///         })
+///     })
+///     .collect();
+/// for worker in workers {
+///     println!("{}", worker.join().expect("worker panicked")?);
+/// }
+/// # Ok::<(), openweight::Error>(())
+/// ```
 pub struct Model {
     file: GgufFile,
     config: Config,
@@ -98,5 +133,18 @@ impl Model {
     /// The validated weights.
     pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// The embedding of `text` (tokenized as a prompt, BOS as the model wants): hidden
+    /// states after the final norm, pooled, and scaled to unit L2 norm if `normalize`.
+    /// Runs a temporary session on all cores; use [`Session::embed`] to choose the threads
+    /// or reuse buffers.
+    pub fn embed(&self, text: &str, pooling: Pooling, normalize: bool) -> crate::Result<Vec<f32>> {
+        let ids = session::prompt_tokens(self, text, true)?;
+        let options = SessionOptions {
+            n_ctx: ids.len().max(1),
+            ..SessionOptions::default()
+        };
+        Session::new(self, options)?.embed(&ids, pooling, normalize)
     }
 }

@@ -74,6 +74,7 @@ pub fn run(args: Args) -> Result<()> {
             KvType::F16
         },
         n_threads: args.threads,
+        pool: None,
     };
     let mut session = Session::new(&model, options)?;
     let mut rows: Vec<f32> = Vec::with_capacity(ids.len() * n_vocab);
