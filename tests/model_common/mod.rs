@@ -142,6 +142,8 @@ pub struct Agreement {
     pub kl_sum: f64,
     /// Largest per-position KL.
     pub kl_max: f64,
+    /// Largest `|our lse - reference lse|`, relative to `max(1, |reference lse|)`.
+    pub max_rel_err_lse: f64,
 }
 
 impl Agreement {
@@ -149,6 +151,9 @@ impl Agreement {
     pub fn add(&mut self, prompt: usize, pos: usize, ours: &[f32], r: &RefPos) {
         self.n += 1;
         let our_lse = lse(ours);
+        self.max_rel_err_lse = self
+            .max_rel_err_lse
+            .max((our_lse - r.lse).abs() / r.lse.abs().max(1.0));
         let (our_top, _, _) = top2(ours);
         if is_near_tie(r.top[0].1, r.top[1].1) {
             self.near_ties += 1;
