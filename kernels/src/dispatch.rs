@@ -21,6 +21,23 @@ pub const MAX_ACT_ROWS: usize = 8;
 /// than those sizes (a caller bug, never a data-dependent condition).
 pub type DotFn = fn(w: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
 
+/// A [`DotFn`] that also receives the activation blocks' f16 scale fields already
+/// converted to f32, so a batch converts them once rather than once per weight row.
+///
+/// Only for weights paired with Q8_0 or Q8_1 activations. `act_scales` holds, for
+/// activation row `i`, the `d` of each of its `n_blocks` blocks at `i * scale_stride`, and
+/// for Q8_1 the `s` of each block right after them (`scale_rows` builds this table). The
+/// result is bit for bit that of the set's [`DotFn`] for the same type, whose f16 fields
+/// carry the same values.
+pub type ScaledDotFn = fn(
+    w: &[u8],
+    acts: &[u8],
+    act_row_bytes: usize,
+    act_scales: &[f32],
+    scale_stride: usize,
+    out: &mut [f32],
+);
+
 /// Quantizes one activation row of f32 values into the blocks of an activation format.
 /// `x.len()` is a multiple of the format's block size and `out` is exactly the row's bytes.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
@@ -31,6 +48,7 @@ pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
 pub struct KernelSet {
     name: &'static str,
     dots: [Option<DotFn>; GgmlType::ID_LIMIT],
+    scaled_dots: [Option<ScaledDotFn>; GgmlType::ID_LIMIT],
     quantizers: [Option<QuantizeFn>; GgmlType::ID_LIMIT],
 }
 
@@ -40,6 +58,7 @@ impl KernelSet {
         KernelSet {
             name,
             dots: [None; GgmlType::ID_LIMIT],
+            scaled_dots: [None; GgmlType::ID_LIMIT],
             quantizers: [None; GgmlType::ID_LIMIT],
         }
     }
@@ -55,6 +74,12 @@ impl KernelSet {
         self.dots[weight.id() as usize]
     }
 
+    /// The [`ScaledDotFn`] for weights of type `weight`, if this set has one (the matmul
+    /// then uses it instead of [`KernelSet::dot`]).
+    pub fn scaled_dot(&self, weight: GgmlType) -> Option<ScaledDotFn> {
+        self.scaled_dots[weight.id() as usize]
+    }
+
     /// The quantizer that produces activation rows of type `act`, if `act` is one.
     pub fn quantize(&self, act: GgmlType) -> Option<QuantizeFn> {
         self.quantizers[act.id() as usize]
@@ -63,6 +88,11 @@ impl KernelSet {
     /// Sets the dot kernel for `weight`.
     pub(crate) fn set_dot(&mut self, weight: GgmlType, f: DotFn) {
         self.dots[weight.id() as usize] = Some(f);
+    }
+
+    /// Sets the scaled dot kernel for `weight`.
+    pub(crate) fn set_scaled_dot(&mut self, weight: GgmlType, f: ScaledDotFn) {
+        self.scaled_dots[weight.id() as usize] = Some(f);
     }
 
     /// Sets the activation quantizer for `act`.

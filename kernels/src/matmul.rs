@@ -28,7 +28,7 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
-use crate::dispatch::{self, DotFn, KernelSet, QuantizeFn, MAX_ACT_ROWS};
+use crate::dispatch::{self, DotFn, KernelSet, QuantizeFn, ScaledDotFn, MAX_ACT_ROWS};
 use crate::formats::format;
 use crate::types::GgmlType;
 
@@ -75,6 +75,8 @@ struct CacheLine([u8; ACT_ALIGN]);
 pub struct MatmulScratch {
     /// Quantized activation rows, each starting on a cache line.
     quantized: Vec<CacheLine>,
+    /// Their block scales as f32 (see [`scale_rows`]), for [`ScaledDotFn`] kernels.
+    scales: Vec<f32>,
 }
 
 impl std::fmt::Debug for MatmulScratch {
@@ -87,12 +89,24 @@ impl std::fmt::Debug for MatmulScratch {
 
 impl MatmulScratch {
     /// A 64-byte aligned buffer of at least `n_bytes` bytes (contents unspecified).
+    #[cfg(test)]
     fn quantized_bytes(&mut self, n_bytes: usize) -> &mut [u8] {
+        self.buffers(n_bytes, 0).0
+    }
+
+    /// [`MatmulScratch::quantized_bytes`] and an f32 buffer of `n_scales` values.
+    fn buffers(&mut self, n_bytes: usize, n_scales: usize) -> (&mut [u8], &mut [f32]) {
         let n_lines = n_bytes.div_ceil(ACT_ALIGN);
         if self.quantized.len() < n_lines {
             self.quantized.resize(n_lines, CacheLine([0; ACT_ALIGN]));
         }
-        &mut bytemuck::cast_slice_mut(&mut self.quantized[..n_lines])[..n_bytes]
+        if self.scales.len() < n_scales {
+            self.scales.resize(n_scales, 0.0);
+        }
+        (
+            &mut bytemuck::cast_slice_mut(&mut self.quantized[..n_lines])[..n_bytes],
+            &mut self.scales[..n_scales],
+        )
     }
 }
 
@@ -123,105 +137,269 @@ pub fn matmul_with(
     y: &mut [f32],
     scratch: &mut MatmulScratch,
 ) {
-    let wf = format(w.ty);
-    let af = format(wf.vec_dot_type);
+    matmul_many_with(kernels, pool, std::slice::from_ref(w), x, &mut [y], scratch)
+}
+
+/// The most weight matrices one [`matmul_many`] call multiplies.
+pub const MAX_FUSED: usize = 4;
+
+/// Whether [`matmul_many`] accepts these matrices together: 1 ..= [`MAX_FUSED`] of them,
+/// all with the same number of columns and the same activation format (`vec_dot_type`).
+pub fn can_fuse(ws: &[MatRef]) -> bool {
+    !ws.is_empty()
+        && ws.len() <= MAX_FUSED
+        && ws.iter().all(|w| {
+            w.cols == ws[0].cols && format(w.ty).vec_dot_type == format(ws[0].ty).vec_dot_type
+        })
+}
+
+/// Several matmuls on the same input: `ys[i] = ws[i] x` (each as [`matmul`] computes it,
+/// bit for bit), with the input quantized once and all the work in one pool dispatch
+/// (decode runs q/k/v and gate/up this way: one wake-up of the pool instead of three).
+///
+/// # Panics
+/// If [`can_fuse`] rejects `ws`, `ys.len() != ws.len()`, or a shape does not match (caller
+/// bugs, as for [`matmul`]).
+pub fn matmul_many(
+    pool: &rayon::ThreadPool,
+    ws: &[MatRef],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+) {
+    matmul_many_with(dispatch::best(), pool, ws, x, ys, scratch)
+}
+
+/// [`matmul_many`] with an explicit kernel set.
+pub fn matmul_many_with(
+    kernels: &KernelSet,
+    pool: &rayon::ThreadPool,
+    ws: &[MatRef],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+) {
     assert!(
-        w.cols % wf.block_elems == 0 && w.cols % af.block_elems == 0,
-        "cols {} not a multiple of the block size",
-        w.cols
+        can_fuse(ws),
+        "matmul_many needs 1..={MAX_FUSED} matrices with equal cols and activation format"
     );
-    let w_row_bytes = wf.row_bytes(w.cols);
+    assert_eq!(ws.len(), ys.len(), "one output per weight matrix");
+    let cols = ws[0].cols;
+    assert!(cols > 0, "a weight matrix needs at least one column");
     assert_eq!(
-        w.data.len(),
-        w.rows * w_row_bytes,
-        "weight bytes do not match {}x{} {}",
-        w.rows,
-        w.cols,
-        w.ty
-    );
-    assert!(w.cols > 0, "a weight matrix needs at least one column");
-    assert_eq!(
-        x.len() % w.cols,
+        x.len() % cols,
         0,
         "activation length is not a multiple of cols"
     );
-    let n_tokens = x.len() / w.cols;
-    assert_eq!(y.len(), n_tokens * w.rows, "output length does not match");
-    if n_tokens == 0 || w.rows == 0 {
-        return;
-    }
-    let dot = kernels
-        .dot(w.ty)
-        .unwrap_or_else(|| panic!("{} cannot be a weight type", w.ty));
-    let quantize = kernels
-        .quantize(af.ty)
-        .unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
-
-    let n_threads = pool.current_num_threads().max(1);
-    let serial = runs_serially(n_threads, w.data.len(), n_tokens);
-    let a_row_bytes = af.row_bytes(w.cols);
-
-    let run = |acts: &[u8], act_stride: usize, y: &mut [f32]| {
-        let work = Work {
+    let n_tokens = x.len() / cols;
+    let af = format(format(ws[0].ty).vec_dot_type);
+    let mut works: [Option<Work>; MAX_FUSED] = Default::default();
+    let mut outs: [Option<SharedOut>; MAX_FUSED] = Default::default();
+    let mut w_bytes = 0usize;
+    for ((w, y), (work, out)) in ws
+        .iter()
+        .zip(ys.iter_mut())
+        .zip(works.iter_mut().zip(outs.iter_mut()))
+    {
+        let wf = format(w.ty);
+        assert!(
+            w.cols % wf.block_elems == 0 && w.cols % af.block_elems == 0,
+            "cols {} not a multiple of the block size",
+            w.cols
+        );
+        let w_row_bytes = wf.row_bytes(w.cols);
+        assert_eq!(
+            w.data.len(),
+            w.rows * w_row_bytes,
+            "weight bytes do not match {}x{} {}",
+            w.rows,
+            w.cols,
+            w.ty
+        );
+        assert_eq!(y.len(), n_tokens * w.rows, "output length does not match");
+        let dot = kernels
+            .dot(w.ty)
+            .unwrap_or_else(|| panic!("{} cannot be a weight type", w.ty));
+        w_bytes += w.data.len();
+        *work = Some(Work {
             dot,
+            scaled: kernels.scaled_dot(w.ty),
+            scales: &[],
+            scale_stride: 0,
             w: w.data,
             w_row_bytes,
             rows: w.rows,
-            acts,
-            act_stride,
+            acts: &[],
+            act_stride: 0,
             row_block: (ROW_BLOCK_BYTES / w_row_bytes).max(1),
+        });
+        *out = Some(SharedOut::new(y, w.rows, n_tokens));
+    }
+    if n_tokens == 0 {
+        return;
+    }
+    let n_threads = pool.current_num_threads().max(1);
+    let serial = runs_serially(n_threads, w_bytes, n_tokens);
+    let n_mats = ws.len();
+
+    let run = |acts: &[u8], act_stride: usize, scales: &[f32], scale_stride: usize| {
+        let mut jobs = JobList::default();
+        for (i, work) in works[..n_mats].iter().enumerate() {
+            let rows = work.as_ref().map_or(0, |w| w.rows);
+            jobs.push(Split::new(rows, n_tokens, n_threads));
+            debug_assert_eq!(jobs.n_mats, i + 1);
+        }
+        let run_job = |m: usize, rows: Range<usize>, tokens: Range<usize>| {
+            if let (Some(work), Some(out)) = (&works[m], outs[m]) {
+                if !rows.is_empty() {
+                    work.with_acts(acts, act_stride, scales, scale_stride)
+                        .run(out, rows, tokens);
+                }
+            }
         };
-        let out = SharedOut::new(y, w.rows, n_tokens);
         if serial {
-            work.run(out, 0..w.rows, 0..n_tokens);
+            for (m, work) in works[..n_mats].iter().enumerate() {
+                let rows = work.as_ref().map_or(0, |w| w.rows);
+                run_job(m, 0..rows, 0..n_tokens);
+            }
             return;
         }
-        let split = Split::new(w.rows, n_tokens, n_threads);
-        (0..split.n_jobs()).into_par_iter().for_each(|job| {
-            let (rows, tokens) = split.job(job);
-            work.run(out, rows, tokens);
+        (0..jobs.total()).into_par_iter().for_each(|job| {
+            let (m, rows, tokens) = jobs.job(job);
+            run_job(m, rows, tokens);
         });
     };
 
     if af.ty == GgmlType::F32 {
         // F32 weights pair with f32 activations: read `x` in place.
         let acts: &[u8] = bytemuck::cast_slice(x);
+        let a_row_bytes = af.row_bytes(cols);
         if serial {
-            run(acts, a_row_bytes, y);
+            run(acts, a_row_bytes, &[], 0);
         } else {
-            pool.install(|| run(acts, a_row_bytes, y));
+            pool.install(|| run(acts, a_row_bytes, &[], 0));
         }
         return;
     }
 
+    let quantize = kernels
+        .quantize(af.ty)
+        .unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
+    let a_row_bytes = af.row_bytes(cols);
     let act_stride = a_row_bytes.next_multiple_of(ACT_ALIGN);
-    let quantized = scratch.quantized_bytes(n_tokens * act_stride);
+    let wants_scales = works[..n_mats]
+        .iter()
+        .any(|w| w.as_ref().is_some_and(|w| w.scaled.is_some()));
+    let scale_stride = if wants_scales {
+        scale_row_len(af.ty, cols / af.block_elems)
+    } else {
+        0
+    };
+    let (quantized, scales) = scratch.buffers(n_tokens * act_stride, n_tokens * scale_stride);
     let act_block = ActBlock {
         elems: af.block_elems,
         bytes: af.block_bytes,
     };
     let quantize_in_parallel = !serial && x.len() >= PARALLEL_QUANTIZE_ELEMS;
+    let prepare = |quantized: &mut [u8], scales: &mut [f32]| {
+        if quantize_in_parallel {
+            quantize_rows_parallel(
+                quantize,
+                x,
+                cols,
+                quantized,
+                act_stride,
+                a_row_bytes,
+                act_block,
+                n_threads,
+            );
+        } else {
+            quantize_rows(quantize, x, cols, quantized, act_stride, a_row_bytes);
+        }
+        if wants_scales {
+            for (q, sc) in quantized
+                .chunks(act_stride)
+                .zip(scales.chunks_mut(scale_stride))
+            {
+                scale_rows(af.ty, &q[..a_row_bytes], sc);
+            }
+        }
+    };
     if serial {
-        quantize_rows(quantize, x, w.cols, quantized, act_stride, a_row_bytes);
-        run(quantized, act_stride, y);
+        prepare(quantized, scales);
+        run(quantized, act_stride, scales, scale_stride);
     } else {
         pool.install(|| {
-            if quantize_in_parallel {
-                quantize_rows_parallel(
-                    quantize,
-                    x,
-                    w.cols,
-                    quantized,
-                    act_stride,
-                    a_row_bytes,
-                    act_block,
-                    n_threads,
-                );
-            } else {
-                quantize_rows(quantize, x, w.cols, quantized, act_stride, a_row_bytes);
-            }
-            run(quantized, act_stride, y);
+            prepare(quantized, scales);
+            run(quantized, act_stride, scales, scale_stride);
         });
+    }
+}
+
+/// f32 values [`scale_rows`] writes for one activation row of `n_blocks` blocks of `act`.
+fn scale_row_len(act: GgmlType, n_blocks: usize) -> usize {
+    match act {
+        GgmlType::Q8_1 => 2 * n_blocks,
+        _ => n_blocks,
+    }
+}
+
+/// The f32 scale table a [`ScaledDotFn`] reads, for one quantized activation row `row` of
+/// Q8_0 or Q8_1 blocks: the `d` of every block, then (Q8_1) the `s` of every block.
+///
+/// # Panics
+/// If `act` is not Q8_0 or Q8_1, or `out` is shorter than the table (caller bugs).
+pub fn scale_rows(act: GgmlType, row: &[u8], out: &mut [f32]) {
+    let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    match act {
+        GgmlType::Q8_0 => {
+            let blocks = row.chunks_exact(format(act).block_bytes);
+            for (o, b) in out.iter_mut().zip(blocks) {
+                *o = f16_at(b, 0);
+            }
+        }
+        GgmlType::Q8_1 => {
+            let n_blocks = row.len() / format(act).block_bytes;
+            let (d, s) = out[..2 * n_blocks].split_at_mut(n_blocks);
+            let blocks = row.chunks_exact(format(act).block_bytes);
+            for ((d, s), b) in d.iter_mut().zip(s.iter_mut()).zip(blocks) {
+                *d = f16_at(b, 0);
+                *s = f16_at(b, 2);
+            }
+        }
+        other => panic!("{other} activations have no f32 scale table"),
+    }
+}
+
+/// The jobs of up to [`MAX_FUSED`] matrices, numbered one matrix after the other.
+#[derive(Default)]
+struct JobList {
+    n_mats: usize,
+    splits: [Option<Split>; MAX_FUSED],
+    /// `first[m]`: number of the first job of matrix `m`; `first[n_mats]`: the total.
+    first: [usize; MAX_FUSED + 1],
+}
+
+impl JobList {
+    fn push(&mut self, split: Split) {
+        let m = self.n_mats;
+        self.first[m + 1] = self.first[m] + split.n_jobs();
+        self.splits[m] = Some(split);
+        self.n_mats += 1;
+    }
+
+    fn total(&self) -> usize {
+        self.first[self.n_mats]
+    }
+
+    /// (matrix, weight rows, tokens) of job `job`.
+    fn job(&self, job: usize) -> (usize, Range<usize>, Range<usize>) {
+        let m = (0..self.n_mats)
+            .rfind(|&m| self.first[m] <= job)
+            .expect("job number in range");
+        let split = self.splits[m].expect("pushed split");
+        let (rows, tokens) = split.job(job - self.first[m]);
+        (m, rows, tokens)
     }
 }
 
@@ -285,8 +463,15 @@ fn quantize_rows_parallel(
 }
 
 /// Everything a job needs to compute its part of `y`.
+#[derive(Clone, Copy)]
 struct Work<'a> {
     dot: DotFn,
+    /// The kernel that reads f32 activation scales from `scales`, if the set has one.
+    scaled: Option<ScaledDotFn>,
+    /// Activation scale table (see [`scale_rows`]), rows `scale_stride` apart; empty
+    /// unless `scaled` is set.
+    scales: &'a [f32],
+    scale_stride: usize,
     /// All weight rows.
     w: &'a [u8],
     w_row_bytes: usize,
@@ -298,7 +483,32 @@ struct Work<'a> {
     row_block: usize,
 }
 
-impl Work<'_> {
+impl<'a> Work<'a> {
+    /// This work reading the activation rows `acts`, `act_stride` bytes apart.
+    fn with_acts<'b>(
+        &self,
+        acts: &'b [u8],
+        act_stride: usize,
+        scales: &'b [f32],
+        scale_stride: usize,
+    ) -> Work<'b>
+    where
+        'a: 'b,
+    {
+        Work {
+            dot: self.dot,
+            scaled: self.scaled,
+            scales,
+            scale_stride,
+            w: self.w,
+            w_row_bytes: self.w_row_bytes,
+            rows: self.rows,
+            acts,
+            act_stride,
+            row_block: self.row_block,
+        }
+    }
+
     /// Computes `y[t][r]` for `r` in `rows` and `t` in `tokens`. The caller guarantees that
     /// no other job writes this rectangle of `out`.
     fn run(&self, out: SharedOut<'_>, rows: Range<usize>, tokens: Range<usize>) {
@@ -320,7 +530,17 @@ impl Work<'_> {
                 let tile_out = &mut tile_out[..nt];
                 for (k, r) in block.clone().enumerate() {
                     let w_row = &self.w[r * self.w_row_bytes..(r + 1) * self.w_row_bytes];
-                    (self.dot)(w_row, acts, self.act_stride, tile_out);
+                    match self.scaled {
+                        Some(scaled) if self.scale_stride > 0 => scaled(
+                            w_row,
+                            acts,
+                            self.act_stride,
+                            &self.scales[t0 * self.scale_stride..(t0 + nt) * self.scale_stride],
+                            self.scale_stride,
+                            tile_out,
+                        ),
+                        _ => (self.dot)(w_row, acts, self.act_stride, tile_out),
+                    }
                     for (segment, &v) in segments.iter_mut().zip(tile_out.iter()) {
                         segment[k] = v;
                     }

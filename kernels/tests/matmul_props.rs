@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use half::{bf16, f16};
 use openweight_kernels::blocks::*;
 use openweight_kernels::dispatch::{self, KernelSet};
-use openweight_kernels::matmul::{matmul_with, MatRef, MatmulScratch};
+use openweight_kernels::matmul::{can_fuse, matmul_many_with, matmul_with, MatRef, MatmulScratch};
 use openweight_kernels::{format, GgmlType};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -443,4 +443,119 @@ fn the_property_list_covers_every_weight_type() {
             "{ty} is missing from (or wrongly in) WEIGHT_TYPES"
         );
     }
+}
+
+/// Groups of weight types that share an activation format, as models mix them (Q5_0 q/k
+/// with a Q8_0 v; Q4_K gate with Q6_K up).
+const FUSABLE_GROUPS: [&[GgmlType]; 4] = [
+    &[GgmlType::Q5_0, GgmlType::Q5_0, GgmlType::Q8_0],
+    &[GgmlType::Q4_1, GgmlType::Q5_1],
+    &[
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::IQ4_XS,
+    ],
+    &[GgmlType::F32, GgmlType::F32],
+];
+
+/// `matmul_many` gives every matrix exactly what its own `matmul` gives (same kernels,
+/// same tiles), whatever the row counts and the thread count.
+fn fused_equals_separate(
+    kernels: &KernelSet,
+    group: &[GgmlType],
+    case: Case,
+    rows: &[usize],
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(case.seed);
+    let weights: Vec<Vec<u8>> = group
+        .iter()
+        .zip(rows)
+        .map(|(&ty, &r)| random_weights(ty, r, case.cols, &mut rng))
+        .collect();
+    let mats: Vec<MatRef> = group
+        .iter()
+        .zip(rows)
+        .zip(&weights)
+        .map(|((&ty, &rows), w)| MatRef {
+            ty,
+            data: w,
+            rows,
+            cols: case.cols,
+        })
+        .collect();
+    prop_assert!(can_fuse(&mats));
+    let x: Vec<f32> = (0..case.n_tokens * case.cols)
+        .map(|_| 4.0 * rng.unit())
+        .collect();
+    let mut fused: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|&r| vec![f32::NAN; r * case.n_tokens])
+        .collect();
+    let mut outs: Vec<&mut [f32]> = fused.iter_mut().map(|y| y.as_mut_slice()).collect();
+    matmul_many_with(
+        kernels,
+        pool(case.n_threads),
+        &mats,
+        &x,
+        &mut outs,
+        &mut MatmulScratch::default(),
+    );
+    for (m, got) in mats.iter().zip(&fused) {
+        let mut want = vec![f32::NAN; m.rows * case.n_tokens];
+        matmul_with(
+            kernels,
+            pool(case.n_threads),
+            m,
+            &x,
+            &mut want,
+            &mut MatmulScratch::default(),
+        );
+        let same = got
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        prop_assert!(same, "{} rows of {}: fused result differs", m.rows, m.ty);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn fused_matmuls_equal_separate_matmuls_bitwise(
+        c in case(),
+        group in 0..FUSABLE_GROUPS.len(),
+        rows in proptest::collection::vec(1usize..=300, MAX_FUSED_IN_TESTS),
+        scalar in any::<bool>(),
+    ) {
+        let group = FUSABLE_GROUPS[group];
+        let kernels = if scalar { dispatch::scalar() } else { dispatch::best() };
+        fused_equals_separate(kernels, group, c, &rows[..group.len()])?;
+    }
+}
+
+/// Matrices in the largest fusable group above.
+const MAX_FUSED_IN_TESTS: usize = 4;
+
+#[test]
+fn matrices_with_different_activation_formats_or_widths_do_not_fuse() {
+    let w = vec![0u8; 18 * 8];
+    let q4_0 = MatRef {
+        ty: GgmlType::Q4_0,
+        data: &w,
+        rows: 1,
+        cols: 256,
+    };
+    let q4_1 = MatRef {
+        ty: GgmlType::Q4_1,
+        ..q4_0
+    };
+    let narrow = MatRef { cols: 128, ..q4_0 };
+    assert!(can_fuse(&[q4_0, q4_0]));
+    assert!(!can_fuse(&[q4_0, q4_1]), "Q8_0 and Q8_1 activations");
+    assert!(!can_fuse(&[q4_0, narrow]), "different widths");
+    assert!(!can_fuse(&[]), "nothing to fuse");
+    assert!(!can_fuse(&[q4_0; 5]), "more than MAX_FUSED");
 }

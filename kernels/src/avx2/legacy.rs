@@ -89,19 +89,33 @@ unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
 
 /// The shared kernel: `out[r] = dot(weight row, activation row r)` for `r < N`.
 ///
+/// With `PRE`, the activation blocks' scales are read as f32 from `act_scales` (row `r`'s
+/// `d` values at `r * scale_stride`, then for Q8_1 its `s` values `n_blocks` further)
+/// instead of being converted from the blocks' f16 fields: the values are the same (f16 to
+/// f32 is exact), so both variants give the same result bit for bit, but a batch no longer
+/// converts every activation scale once per weight row.
+///
 /// # Safety
 /// `check_dot_args` must have accepted the slices for `KIND`'s block sizes, with
-/// `n_blocks` its result and `out.len() == N`.
+/// `n_blocks` its result and `out.len() == N`; with `PRE`, `act_scales` must hold
+/// `(N - 1) * scale_stride + n_blocks * (1 + has_min)` values (`check_scale_args`).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_rows<const KIND: u8, const N: usize>(
+unsafe fn dot_rows<const KIND: u8, const N: usize, const PRE: bool>(
     w: &[u8],
     n_blocks: usize,
     acts: &[u8],
     act_row_bytes: usize,
+    act_scales: &[f32],
+    scale_stride: usize,
     out: &mut [f32],
 ) {
     let wp = w.as_ptr();
     let ap = acts.as_ptr();
+    let sc = Scales {
+        p: act_scales.as_ptr(),
+        stride: scale_stride,
+        s_offset: n_blocks,
+    };
     // One accumulator per row, updated in the same order whatever N is: a row's result
     // does not depend on how many rows share the call (batch and decode agree bit for bit).
     let mut acc = [_mm256_setzero_ps(); N];
@@ -109,18 +123,18 @@ unsafe fn dot_rows<const KIND: u8, const N: usize>(
     let mut b = 0;
     // SAFETY (the three loops): each group's blocks b .. b + COUNT are < n_blocks, so they
     // lie inside the weight row and inside every activation row r < N (checked by
-    // `check_dot_args`).
+    // `check_dot_args`), and inside every row of `act_scales` with `PRE`.
     unsafe {
         while b + 8 <= n_blocks {
-            group::<KIND, N, 8>(wp, ap, act_row_bytes, b, &mut acc, &mut acc_min);
+            group::<KIND, N, 8, PRE>(wp, ap, act_row_bytes, sc, b, &mut acc, &mut acc_min);
             b += 8;
         }
         if b + 4 <= n_blocks {
-            group::<KIND, N, 4>(wp, ap, act_row_bytes, b, &mut acc, &mut acc_min);
+            group::<KIND, N, 4, PRE>(wp, ap, act_row_bytes, sc, b, &mut acc, &mut acc_min);
             b += 4;
         }
         while b < n_blocks {
-            group::<KIND, N, 1>(wp, ap, act_row_bytes, b, &mut acc, &mut acc_min);
+            group::<KIND, N, 1, PRE>(wp, ap, act_row_bytes, sc, b, &mut acc, &mut acc_min);
             b += 1;
         }
     }
@@ -132,20 +146,51 @@ unsafe fn dot_rows<const KIND: u8, const N: usize>(
     }
 }
 
+/// Where the f32 activation scales of a `PRE` kernel are (unused otherwise).
+#[derive(Clone, Copy)]
+struct Scales {
+    p: *const f32,
+    /// f32 values from one activation row's scales to the next row's.
+    stride: usize,
+    /// Offset of a row's `s` values (Q8_1) from its `d` values.
+    s_offset: usize,
+}
+
+/// Loads `COUNT` (at most 8) f32 at `p` into the low lanes; the other lanes are zero.
+///
+/// # Safety
+/// `p .. p + COUNT` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_lanes<const COUNT: usize>(p: *const f32) -> __m256 {
+    // SAFETY: the caller guarantees COUNT readable f32 at `p`.
+    unsafe {
+        if COUNT == 8 {
+            _mm256_loadu_ps(p)
+        } else {
+            let mut v = [0f32; 8];
+            std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), COUNT);
+            _mm256_loadu_ps(v.as_ptr())
+        }
+    }
+}
+
 /// Adds blocks `first .. first + COUNT` (COUNT ≤ 8) of the row to the accumulators.
 ///
 /// The `COUNT` weight scales, and per activation row the `COUNT` activation scales, are
-/// converted with one F16C instruction and multiplied into a table once; each weight block
-/// is then unpacked once and used for all `N` rows.
+/// converted with one F16C instruction (or, with `PRE`, loaded as f32) and multiplied into
+/// a table once; each weight block is then unpacked once and used for all `N` rows.
 ///
 /// # Safety
-/// Those blocks must exist in the weight row and in all `N` activation rows.
+/// Those blocks must exist in the weight row and in all `N` activation rows (and their
+/// scales in `sc` with `PRE`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
+unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize, const PRE: bool>(
     wp: *const u8,
     ap: *const u8,
     act_row_bytes: usize,
+    sc: Scales,
     first: usize,
     acc: &mut [__m256; N],
     acc_min: &mut [__m256; N],
@@ -154,7 +199,8 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
     let abb = act_block_bytes(KIND);
     let a_quants = if has_min(KIND) { 4 } else { 2 };
     // SAFETY (all pointer arithmetic and reads below): the caller guarantees blocks
-    // `first .. first + COUNT` exist in the weight row and in every activation row r < N.
+    // `first .. first + COUNT` exist in the weight row and in every activation row r < N,
+    // and with `PRE` their scales in every row of `sc`.
     unsafe {
         let wg = wp.add(first * wbb);
         let d_w = f16_strided::<COUNT>(wg, wbb);
@@ -166,10 +212,19 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
         let mut scales = [[0f32; 8]; N];
         for r in 0..N {
             let ag = ap.add(r * act_row_bytes + first * abb);
-            let d_a = f16_strided::<COUNT>(ag, abb);
+            let sr = sc.p.wrapping_add(r * sc.stride + first);
+            let d_a = if PRE {
+                f32_lanes::<COUNT>(sr)
+            } else {
+                f16_strided::<COUNT>(ag, abb)
+            };
             _mm256_storeu_ps(scales[r].as_mut_ptr(), _mm256_mul_ps(d_w, d_a));
             if has_min(KIND) {
-                let s_a = f16_strided::<COUNT>(ag.add(2), abb);
+                let s_a = if PRE {
+                    f32_lanes::<COUNT>(sr.wrapping_add(sc.s_offset))
+                } else {
+                    f16_strided::<COUNT>(ag.add(2), abb)
+                };
                 acc_min[r] = _mm256_fmadd_ps(m_w, s_a, acc_min[r]);
             }
         }
@@ -195,9 +250,36 @@ unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize>(
     }
 }
 
-/// Defines the safe [`crate::dispatch::DotFn`] wrapper for one weight kind.
+/// Checks the f32 scale side table of a `PRE` kernel: every row `r < n_rows` has its
+/// `n_blocks` `d` values (and for `with_min` as many `s` values after them) inside
+/// `act_scales` at `r * scale_stride`.
+///
+/// # Panics
+/// If it does not (a caller bug).
+fn check_scale_args(
+    act_scales: &[f32],
+    scale_stride: usize,
+    n_rows: usize,
+    n_blocks: usize,
+    with_min: bool,
+) {
+    let per_row = n_blocks * if with_min { 2 } else { 1 };
+    assert!(
+        scale_stride >= per_row,
+        "scale stride {scale_stride} below the {per_row} scales of a row"
+    );
+    let needed = (n_rows - 1) * scale_stride + per_row;
+    assert!(
+        act_scales.len() >= needed,
+        "activation scales hold {} values, {n_rows} rows need {needed}",
+        act_scales.len()
+    );
+}
+
+/// Defines the safe [`crate::dispatch::DotFn`] and [`crate::dispatch::ScaledDotFn`]
+/// wrappers for one weight kind.
 macro_rules! legacy_dot_fn {
-    ($name:ident, $kind:expr) => {
+    ($name:ident, $scaled:ident, $kind:expr) => {
         pub(super) fn $name(w: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]) {
             let n_blocks = check_dot_args(
                 w,
@@ -210,15 +292,48 @@ macro_rules! legacy_dot_fn {
             dispatch_rows!(out.len(), N => {
                 // SAFETY: avx2, fma and f16c were detected before `install` made this
                 // function reachable; `check_dot_args` validated the slice lengths.
-                unsafe { dot_rows::<{ $kind }, N>(w, n_blocks, acts, act_row_bytes, out) }
+                unsafe {
+                    dot_rows::<{ $kind }, N, false>(
+                        w, n_blocks, acts, act_row_bytes, &[], 0, out,
+                    )
+                }
+            })
+        }
+
+        pub(super) fn $scaled(
+            w: &[u8],
+            acts: &[u8],
+            act_row_bytes: usize,
+            act_scales: &[f32],
+            scale_stride: usize,
+            out: &mut [f32],
+        ) {
+            let n_blocks = check_dot_args(
+                w,
+                weight_block_bytes($kind),
+                acts,
+                act_row_bytes,
+                act_block_bytes($kind),
+                out,
+            );
+            check_scale_args(act_scales, scale_stride, out.len(), n_blocks, has_min($kind));
+            dispatch_rows!(out.len(), N => {
+                // SAFETY: avx2, fma and f16c were detected before `install` made this
+                // function reachable; `check_dot_args` and `check_scale_args` validated
+                // the slice lengths.
+                unsafe {
+                    dot_rows::<{ $kind }, N, true>(
+                        w, n_blocks, acts, act_row_bytes, act_scales, scale_stride, out,
+                    )
+                }
             })
         }
     };
 }
 
-legacy_dot_fn!(dot_q4_0, Q4_0);
-legacy_dot_fn!(dot_q4_1, Q4_1);
-legacy_dot_fn!(dot_q5_0, Q5_0);
-legacy_dot_fn!(dot_q5_1, Q5_1);
-legacy_dot_fn!(dot_q8_0, Q8_0);
-legacy_dot_fn!(dot_iq4_nl, IQ4_NL);
+legacy_dot_fn!(dot_q4_0, dot_q4_0_scaled, Q4_0);
+legacy_dot_fn!(dot_q4_1, dot_q4_1_scaled, Q4_1);
+legacy_dot_fn!(dot_q5_0, dot_q5_0_scaled, Q5_0);
+legacy_dot_fn!(dot_q5_1, dot_q5_1_scaled, Q5_1);
+legacy_dot_fn!(dot_q8_0, dot_q8_0_scaled, Q8_0);
+legacy_dot_fn!(dot_iq4_nl, dot_iq4_nl_scaled, IQ4_NL);

@@ -39,6 +39,12 @@ pub(crate) fn install(set: &mut KernelSet) {
     set.set_dot(GgmlType::Q5_K, kquants::dot_q5_k);
     set.set_dot(GgmlType::Q6_K, kquants::dot_q6_k);
     set.set_dot(GgmlType::IQ4_XS, kquants::dot_iq4_xs);
+    set.set_scaled_dot(GgmlType::Q4_0, legacy::dot_q4_0_scaled);
+    set.set_scaled_dot(GgmlType::Q4_1, legacy::dot_q4_1_scaled);
+    set.set_scaled_dot(GgmlType::Q5_0, legacy::dot_q5_0_scaled);
+    set.set_scaled_dot(GgmlType::Q5_1, legacy::dot_q5_1_scaled);
+    set.set_scaled_dot(GgmlType::Q8_0, legacy::dot_q8_0_scaled);
+    set.set_scaled_dot(GgmlType::IQ4_NL, legacy::dot_iq4_nl_scaled);
     set.set_quantize(GgmlType::Q8_0, quantize::quantize_q8_0);
     set.set_quantize(GgmlType::Q8_1, quantize::quantize_q8_1);
     set.set_quantize(GgmlType::Q8_K, quantize::quantize_q8_k);
