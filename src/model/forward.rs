@@ -7,7 +7,7 @@
 //! live in [`Scratch`], owned by the session and reused, so a decode step allocates nothing
 //! once the buffers have grown.
 
-use openweight_kernels::matmul::{matmul, MatmulScratch};
+use openweight_kernels::matmul::{can_fuse, matmul, matmul_many, MatRef, MatmulScratch};
 use rayon::prelude::*;
 
 use super::arch::{EmbeddingScale, FfnActivation};
@@ -66,6 +66,24 @@ fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
         let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
         for (v, &g) in xr.iter_mut().zip(w) {
             *v = (*v * scale) * g;
+        }
+    }
+}
+
+/// `ys[i] = ws[i] x` for projections of the same input: one fused matmul (input quantized
+/// once, one pool dispatch) when the matrices allow it, else one matmul each.
+fn project(
+    pool: &rayon::ThreadPool,
+    ws: &[MatRef],
+    x: &[f32],
+    ys: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+) {
+    if can_fuse(ws) {
+        matmul_many(pool, ws, x, ys, scratch);
+    } else {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            matmul(pool, w, x, y, scratch);
         }
     }
 }
@@ -129,6 +147,11 @@ pub fn forward(
     rows: OutputRows,
     logits: &mut [f32],
 ) {
+    if pool.current_thread_index().is_none() {
+        // Run the whole pass on a worker: the many matmuls and attentions inside then fork
+        // within the pool instead of each waking it from outside and waiting on a latch.
+        return pool.install(|| forward(model, pool, kv, s, tokens, pos0, rows, logits));
+    }
     let c = &model.config;
     let w = &model.weights;
     let file = &model.file;
@@ -175,11 +198,10 @@ pub fn forward(
         let h = sized(&mut s.h, n * n_embd);
         rms_norm(&s.x[..n * n_embd], &l.attn_norm, eps, h);
         let q = sized(&mut s.q, n * q_dim);
-        matmul(pool, &l.wq.mat(file), h, q, &mut s.matmul);
         let k = sized(&mut s.k, n * kv_dim_k);
-        matmul(pool, &l.wk.mat(file), h, k, &mut s.matmul);
         let v = sized(&mut s.v, n * kv_dim_v);
-        matmul(pool, &l.wv.mat(file), h, v, &mut s.matmul);
+        let qkv = [l.wq.mat(file), l.wk.mat(file), l.wv.mat(file)];
+        project(pool, &qkv, h, &mut [&mut *q, &mut *k, &mut *v], &mut s.matmul);
         add_bias(q, l.bq.as_ref());
         add_bias(k, l.bk.as_ref());
         add_bias(v, l.bv.as_ref());
@@ -222,9 +244,9 @@ pub fn forward(
         let h = sized(&mut s.h, n * n_embd);
         rms_norm(&s.x[..n * n_embd], &l.ffn_norm, eps, h);
         let gate = sized(&mut s.gate, n * c.n_ff);
-        matmul(pool, &l.w_gate.mat(file), h, gate, &mut s.matmul);
         let up = sized(&mut s.up, n * c.n_ff);
-        matmul(pool, &l.w_up.mat(file), h, up, &mut s.matmul);
+        let gate_up = [l.w_gate.mat(file), l.w_up.mat(file)];
+        project(pool, &gate_up, h, &mut [&mut *gate, &mut *up], &mut s.matmul);
         if n > 1 {
             // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
             let kind = c.arch.ffn_activation;
