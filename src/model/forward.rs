@@ -201,7 +201,8 @@ pub fn forward(
         let k = sized(&mut s.k, n * kv_dim_k);
         let v = sized(&mut s.v, n * kv_dim_v);
         let qkv = [l.wq.mat(file), l.wk.mat(file), l.wv.mat(file)];
-        project(pool, &qkv, h, &mut [&mut *q, &mut *k, &mut *v], &mut s.matmul);
+        let mut outs = [&mut *q, &mut *k, &mut *v];
+        project(pool, &qkv, h, &mut outs, &mut s.matmul);
         add_bias(q, l.bq.as_ref());
         add_bias(k, l.bk.as_ref());
         add_bias(v, l.bv.as_ref());
@@ -246,7 +247,8 @@ pub fn forward(
         let gate = sized(&mut s.gate, n * c.n_ff);
         let up = sized(&mut s.up, n * c.n_ff);
         let gate_up = [l.w_gate.mat(file), l.w_up.mat(file)];
-        project(pool, &gate_up, h, &mut [&mut *gate, &mut *up], &mut s.matmul);
+        let mut outs = [&mut *gate, &mut *up];
+        project(pool, &gate_up, h, &mut outs, &mut s.matmul);
         if n > 1 {
             // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
             let kind = c.arch.ffn_activation;
