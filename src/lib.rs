@@ -29,3 +29,8 @@ pub use generate::{GenerateOptions, Generation, StopReason, Token};
 pub use model::{Model, Session, SessionOptions};
 pub use sample::{Sampler, SamplerBuilder};
 pub use openweight_kernels as kernels;
+
+/// The README's Rust examples, compiled (and `no_run` ones type-checked) by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

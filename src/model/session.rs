@@ -96,6 +96,8 @@ pub struct Session<'m> {
     logits: Vec<f32>,
     /// Start in `logits` of the row of the last token in `tokens`, if that row is there.
     last_row: Option<usize>,
+    /// Tokens run through the forward pass since the session was created.
+    n_evaluated: u64,
 }
 
 impl<'m> Session<'m> {
@@ -137,6 +139,7 @@ impl<'m> Session<'m> {
             scratch: Scratch::default(),
             logits: Vec::new(),
             last_row: None,
+            n_evaluated: 0,
         })
     }
 
@@ -158,6 +161,12 @@ impl<'m> Session<'m> {
     /// The token ids in the KV cache, oldest first.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// How many tokens this session has run through the model since it was created
+    /// (prompt tokens found in the cache by [`Session::set_prompt`] do not count).
+    pub fn n_evaluated(&self) -> u64 {
+        self.n_evaluated
     }
 
     /// The thread pool this session runs on.
@@ -226,6 +235,7 @@ impl<'m> Session<'m> {
                 &mut self.logits[out_start..],
             );
             self.tokens.extend_from_slice(chunk);
+            self.n_evaluated += chunk.len() as u64;
         }
         self.last_row = Some((n_rows - 1) * n_vocab);
         Ok(&self.logits[..n_rows * n_vocab])
@@ -320,6 +330,7 @@ impl<'m> Session<'m> {
                 OutputRows::Hidden,
                 &mut hidden[ci * MAX_BATCH * n_embd..],
             );
+            self.n_evaluated += chunk.len() as u64;
         }
         Ok(pool_hidden(&hidden, n_embd, pooling, normalize))
     }

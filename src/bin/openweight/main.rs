@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
+mod common;
+mod embed;
 mod inspect;
 mod json;
 mod logits;
@@ -30,6 +33,10 @@ enum Command {
     Logits(logits::Args),
     /// Generate text from a prompt.
     Run(run::Args),
+    /// Chat with a model interactively (reads stdin line by line; /reset, /exit).
+    Chat(chat::Args),
+    /// Print a text's embedding as a JSON array.
+    Embed(embed::Args),
     /// Measure perplexity of a model on a text file.
     Perplexity(perplexity::Args),
     /// Measure prompt-processing and generation speed (llama-bench method).
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
     };

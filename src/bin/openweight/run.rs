@@ -1,22 +1,21 @@
-//! `openweight run`: generate text from a prompt, streaming it to stdout as it comes.
+//! `openweight run`: generate text from a prompt, streaming it to stdout as it comes, then
+//! prompt and generation speed and time to first token on stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use openweight::model::{LogitsMode, Model, Session, SessionOptions};
-use openweight::sample::Sampler;
-use openweight::tokenizer::StreamDecoder;
-use openweight::{Error, Result};
+use openweight::{Error, GenerateOptions, Model, Result, Session, SessionOptions};
 
+use crate::common::{model_path, prompt_text, stdio_err, SamplerArgs};
 use crate::json;
 
 /// Arguments of `openweight run`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF model file.
+    /// The GGUF model file (default: fixtures/models/smollm2-135m-q4_1.gguf).
     #[arg(short = 'm', long = "model")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Prompt text (tokenized with BOS as the model wants and special tokens parsed).
     #[arg(short = 'p', long = "prompt")]
     pub prompt: Option<String>,
@@ -26,15 +25,12 @@ pub struct Args {
     /// Largest number of tokens to generate (fewer if an end-of-generation token comes).
     #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
     pub n_predict: usize,
-    /// Sampling temperature; 0 is greedy (always the most likely token).
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temp: f32,
-    /// Sample only among the K most likely tokens (0 = all).
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
-    /// Seed of the sampler (default: from the clock).
-    #[arg(long = "seed")]
-    pub seed: Option<u64>,
+    /// Stop when the text contains this string (not printed); may be repeated.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Sampler settings.
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
     /// After the text, print `{"prompt_ids": [...], "ids": [...], "text": "..."}` as the
     /// last line.
     #[arg(long)]
@@ -46,21 +42,9 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
-    let text = match (&args.prompt, &args.file) {
-        (Some(p), None) => p.clone(),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?,
-        _ => {
-            return Err(Error::InvalidArgument(
-                "give exactly one of -p TEXT or -f FILE".into(),
-            ))
-        }
-    };
-    let model = Model::open(&args.model)?;
-    let tokenizer = model.tokenizer();
-    let prompt_ids = tokenizer.encode(&text, true, true)?;
+    let text = prompt_text(args.prompt.as_deref(), args.file.as_deref())?;
+    let model = Model::open(model_path(args.model.as_deref())?)?;
+    let prompt_ids = model.tokenizer().encode(&text, true, true)?;
     if prompt_ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));
     }
@@ -70,50 +54,43 @@ pub fn run(args: Args) -> Result<()> {
         ..Default::default()
     };
     let mut session = Session::new(&model, options)?;
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
-    let mut sampler = Sampler::new(args.temp, args.top_k, seed);
-    let mut decoder = StreamDecoder::new(tokenizer);
+    let mut sampler = args.sampling.sampler();
+    let mut generate = GenerateOptions::new().max_tokens(args.n_predict);
+    for s in &args.stop {
+        generate = generate.stop(s.as_str());
+    }
     let mut stdout = std::io::stdout().lock();
-    let io_err = |source| Error::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    };
+    let io_err = stdio_err("<stdout>");
 
     let start = Instant::now();
-    let mut next = sampler.sample(session.eval(&prompt_ids, LogitsMode::Last)?);
+    session.set_prompt(&prompt_ids)?;
     let prefill_secs = start.elapsed().as_secs_f64();
-    let gen_start = Instant::now();
+    let mut first_token_secs = None;
     let mut ids = Vec::with_capacity(args.n_predict);
-    while ids.len() < args.n_predict && !tokenizer.is_eog(next) {
-        ids.push(next);
-        let piece = decoder.push(next);
+    let mut out_text = String::new();
+    for token in session.generate(&mut sampler, generate) {
+        let token = token?;
+        first_token_secs.get_or_insert_with(|| start.elapsed().as_secs_f64());
+        ids.push(token.id);
+        out_text.push_str(&token.text_piece);
         stdout
-            .write_all(piece.as_bytes())
+            .write_all(token.text_piece.as_bytes())
             .and_then(|_| stdout.flush())
-            .map_err(io_err)?;
-        if ids.len() == args.n_predict {
-            break;
-        }
-        next = sampler.sample(session.eval(&[next], LogitsMode::Last)?);
+            .map_err(&io_err)?;
     }
-    let rest = decoder.flush();
-    stdout.write_all(rest.as_bytes()).map_err(io_err)?;
-    writeln!(stdout).map_err(io_err)?;
-    let gen_secs = gen_start.elapsed().as_secs_f64();
+    writeln!(stdout).map_err(&io_err)?;
+    let total_secs = start.elapsed().as_secs_f64();
+    let gen_secs = total_secs - first_token_secs.unwrap_or(total_secs);
+    // The first token came with the prefill; each later one took a decode step.
+    let n_decoded = session.n_past() - prompt_ids.len();
 
     eprintln!(
         "prompt: {} tokens in {:.3} s ({:.1} tok/s); time to first token {:.1} ms",
         prompt_ids.len(),
         prefill_secs,
         prompt_ids.len() as f64 / prefill_secs.max(1e-9),
-        prefill_secs * 1e3
+        first_token_secs.unwrap_or(total_secs) * 1e3
     );
-    // The first generated token came with the prefill; the rest each took one decode step.
-    let n_decoded = ids.len().saturating_sub(1);
     eprintln!(
         "generation: {} tokens, {} decode steps in {:.3} s ({:.1} tok/s)",
         ids.len(),
@@ -128,9 +105,9 @@ pub fn run(args: Args) -> Result<()> {
         out.push_str(", \"ids\": ");
         push_ids(&mut out, &ids);
         out.push_str(", \"text\": ");
-        json::push_str(&mut out, &tokenizer.decode(&ids));
+        json::push_str(&mut out, &out_text);
         out.push('}');
-        writeln!(stdout, "{out}").map_err(io_err)?;
+        writeln!(stdout, "{out}").map_err(&io_err)?;
     }
     Ok(())
 }
