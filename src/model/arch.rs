@@ -35,6 +35,26 @@ pub enum FfnActivation {
     GeluTanh,
 }
 
+/// Where the attention scale is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnScale {
+    /// `softmax(q·k / sqrt(head_dim_k))`.
+    InvSqrtHeadDim,
+    /// Gemma 3: q is multiplied by `1 / sqrt(head_dim_k)` before attention (by
+    /// `1 / sqrt(n_embd / n_head)` for the 62-layer 27B model, as the reference does) and
+    /// `q·k` is not scaled again.
+    Gemma3Query,
+}
+
+/// Mixture-of-experts feed-forward block (`ffn_gate_inp` router, 3-D
+/// `ffn_{gate,up,down}_exps`), replacing the dense FFN in every layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoeSpec {
+    /// Whether the selected experts' softmax weights are renormalised to sum to 1 when the
+    /// file has no `expert_weights_norm` key.
+    pub norm_weights: bool,
+}
+
 /// A factor applied to the token embeddings before the first layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EmbeddingScale {
@@ -74,6 +94,19 @@ pub struct ArchSpec {
     pub output: Need,
     /// `rope_freqs.weight` (Llama 3.1+ frequency factors that divide the RoPE angle).
     pub rope_freqs: Need,
+    /// Sliding-window attention: with `Some(p)` and `attention.sliding_window` in the file,
+    /// layer `il` attends to the last `sliding_window` positions only when `il % p < p - 1`
+    /// (so every `p`-th layer is global); `attention.sliding_window_pattern` overrides `p`.
+    pub swa_pattern: Option<usize>,
+    /// RoPE base of sliding-window layers when the file has no `rope.freq_base_swa`
+    /// (unscaled, unlike the global layers' `rope.freq_base`).
+    pub swa_rope_base: f32,
+    /// How the attention scale is applied.
+    pub attn_scale: AttnScale,
+    /// Whether `final_logit_softcapping` (`c * tanh(logits / c)`) is honoured.
+    pub final_logit_softcapping: bool,
+    /// Mixture-of-experts FFN instead of the dense one.
+    pub moe: Option<MoeSpec>,
 }
 
 /// Llama 1/2/3, Mistral-style dense models, SmolLM2.
@@ -91,6 +124,11 @@ pub const LLAMA: ArchSpec = ArchSpec {
     embedding_scale: EmbeddingScale::None,
     output: Need::Optional,
     rope_freqs: Need::Optional,
+    swa_pattern: None,
+    swa_rope_base: 10000.0,
+    attn_scale: AttnScale::InvSqrtHeadDim,
+    final_logit_softcapping: false,
+    moe: None,
 };
 
 /// Qwen2 / Qwen2.5 (and DeepSeek-R1-Distill-Qwen): q/k/v biases, NEOX RoPE.
@@ -119,8 +157,40 @@ pub const QWEN3: ArchSpec = ArchSpec {
     ..LLAMA
 };
 
+/// Qwen3 mixture-of-experts (Qwen3-30B-A3B, Qwen3-235B-A22B): Qwen3 attention, every FFN a
+/// softmax-routed mixture of experts with renormalised top-k weights.
+pub const QWEN3MOE: ArchSpec = ArchSpec {
+    name: "qwen3moe",
+    moe: Some(MoeSpec { norm_weights: true }),
+    ..QWEN3
+};
+
+/// Gemma 3 (text): embeddings scaled by `sqrt(n_embd)`, q/k norms, post-attention and
+/// post-FFN norms, GeGLU, NEOX RoPE with a separate base for the sliding-window layers,
+/// five sliding-window layers per global one, the query pre-scaled, tied embeddings.
+pub const GEMMA3: ArchSpec = ArchSpec {
+    name: "gemma3",
+    rope_style: RopeStyle::Neox,
+    attn_q_bias: Need::Absent,
+    attn_k_bias: Need::Absent,
+    attn_v_bias: Need::Absent,
+    attn_output_bias: Need::Absent,
+    attn_qk_norm: Need::Required,
+    post_attention_norm: Need::Required,
+    post_ffn_norm: Need::Required,
+    ffn_activation: FfnActivation::GeluTanh,
+    embedding_scale: EmbeddingScale::SqrtNEmbd,
+    output: Need::Optional,
+    rope_freqs: Need::Absent,
+    swa_pattern: Some(6),
+    swa_rope_base: 10000.0,
+    attn_scale: AttnScale::Gemma3Query,
+    final_logit_softcapping: true,
+    ..LLAMA
+};
+
 /// Every architecture the forward pass runs.
-pub const ARCHITECTURES: &[&ArchSpec] = &[&LLAMA, &QWEN2, &QWEN3];
+pub const ARCHITECTURES: &[&ArchSpec] = &[&LLAMA, &QWEN2, &QWEN3, &QWEN3MOE, &GEMMA3];
 
 /// The description of architecture `name`, if supported.
 pub fn lookup(name: &str) -> Option<&'static ArchSpec> {

@@ -1,8 +1,8 @@
 //! Hyperparameters read from GGUF metadata (`{arch}.*` keys) and checked for consistency.
 
-use crate::gguf::GgufFile;
+use crate::gguf::{Array, GgufFile, Value};
 
-use super::arch::{self, ArchSpec};
+use super::arch::{self, ArchSpec, AttnScale};
 use super::attention::MAX_HEAD_DIM;
 use super::error::ModelError;
 use super::rope::{Rope, Yarn};
@@ -34,6 +34,51 @@ pub struct Config {
     pub n_ctx_train: usize,
     /// RoPE parameters (frequency factors are filled in from `rope_freqs.weight` at load).
     pub rope: Rope,
+    /// Attention window of the sliding-window layers (`attention.sliding_window`).
+    pub sliding_window: Option<usize>,
+    /// Per layer: whether it is a sliding-window layer.
+    pub swa_layers: Vec<bool>,
+    /// RoPE of the sliding-window layers (`rope.freq_base_swa`, unscaled).
+    pub rope_swa: Rope,
+    /// Factor applied to q before attention, if the architecture pre-scales queries.
+    pub query_scale: Option<f32>,
+    /// Factor on `q·k` in the softmax.
+    pub kq_scale: f32,
+    /// `final_logit_softcapping`: logits become `c * tanh(logits / c)`.
+    pub final_logit_softcap: Option<f32>,
+    /// Mixture-of-experts hyperparameters, for architectures with expert FFNs.
+    pub moe: Option<MoeConfig>,
+}
+
+/// Hyperparameters of a mixture-of-experts FFN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoeConfig {
+    /// Experts per layer (`expert_count`).
+    pub n_expert: usize,
+    /// Experts used per token (`expert_used_count`).
+    pub n_expert_used: usize,
+    /// Hidden width of one expert (`expert_feed_forward_length`, default
+    /// `feed_forward_length / expert_used_count`).
+    pub n_ff_exp: usize,
+    /// Whether the selected experts' weights are renormalised to sum to 1
+    /// (`expert_weights_norm`, default from the architecture).
+    pub norm_weights: bool,
+}
+
+impl Config {
+    /// The attention window of layer `il`, if it is a sliding-window layer.
+    pub fn layer_window(&self, il: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.swa_layers[il])
+    }
+
+    /// The RoPE of layer `il`.
+    pub fn layer_rope(&self, il: usize) -> &Rope {
+        if self.swa_layers[il] {
+            &self.rope_swa
+        } else {
+            &self.rope
+        }
+    }
 }
 
 /// Typed access to `{arch}.` metadata keys with errors that name the key.
@@ -81,6 +126,19 @@ impl Meta<'_> {
             Some(v) => match v.as_f64() {
                 Some(x) => Ok(Some(x as f32)),
                 None => Err(self.bad(suffix, format!("expected a float, found {}", v.type_name()))),
+            },
+        }
+    }
+
+    fn bool_opt(&self, suffix: &str) -> Result<Option<bool>, ModelError> {
+        match self.file.get(&self.key(suffix)) {
+            None => Ok(None),
+            Some(v) => match v.as_bool() {
+                Some(b) => Ok(Some(b)),
+                None => Err(self.bad(
+                    suffix,
+                    format!("expected a boolean, found {}", v.type_name()),
+                )),
             },
         }
     }
@@ -169,6 +227,74 @@ impl Config {
         }
         let n_ctx_train = m.count_or("context_length", 2048)?;
         let rope = read_rope(&m, arch, head_dim_k, n_ctx_train)?;
+        let (sliding_window, swa_layers) = read_swa(&m, arch, n_layer)?;
+        let swa_base = m
+            .f32_opt("rope.freq_base_swa")?
+            .unwrap_or(arch.swa_rope_base);
+        if !(swa_base.is_finite() && swa_base > 1.0) {
+            return Err(m.bad(
+                "rope.freq_base_swa",
+                format!("{swa_base} is not a usable base"),
+            ));
+        }
+        let rope_swa = Rope {
+            base: swa_base,
+            freq_scale: 1.0,
+            yarn: None,
+            ..rope.clone()
+        };
+        let (query_scale, kq_scale) = match arch.attn_scale {
+            AttnScale::InvSqrtHeadDim => (None, 1.0 / (head_dim_k as f32).sqrt()),
+            AttnScale::Gemma3Query => {
+                let d = if n_layer == 62 {
+                    (n_embd / n_head) as f32
+                } else {
+                    head_dim_k as f32
+                };
+                (Some(1.0 / d.sqrt()), 1.0)
+            }
+        };
+        let final_logit_softcap = if arch.final_logit_softcapping {
+            match m.f32_opt("final_logit_softcapping")? {
+                Some(c) if c.is_finite() && c > 0.0 => Some(c),
+                Some(c) if c == 0.0 => None,
+                Some(c) => {
+                    return Err(m.bad(
+                        "final_logit_softcapping",
+                        format!("{c} is not a positive number"),
+                    ))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let moe = match arch.moe {
+            None => None,
+            Some(spec) => {
+                let n_expert = m.count("expert_count")?;
+                let n_expert_used = m.count("expert_used_count")?;
+                if n_expert_used > n_expert {
+                    return Err(m.bad(
+                        "expert_used_count",
+                        format!("{n_expert_used} is more than the {n_expert} experts"),
+                    ));
+                }
+                let n_ff_exp = m.count_or("expert_feed_forward_length", n_ff / n_expert_used)?;
+                if n_ff_exp == 0 {
+                    return Err(m.bad("expert_feed_forward_length", "must be positive"));
+                }
+                let norm_weights = m
+                    .bool_opt("expert_weights_norm")?
+                    .unwrap_or(spec.norm_weights);
+                Some(MoeConfig {
+                    n_expert,
+                    n_expert_used,
+                    n_ff_exp,
+                    norm_weights,
+                })
+            }
+        };
         Ok(Config {
             arch,
             n_vocab,
@@ -182,8 +308,54 @@ impl Config {
             rms_eps,
             n_ctx_train,
             rope,
+            sliding_window,
+            swa_layers,
+            rope_swa,
+            query_scale,
+            kq_scale,
+            final_logit_softcap,
+            moe,
         })
     }
+}
+
+/// The sliding window and which layers use it (guide §5.5): none unless the architecture
+/// has a pattern and the file a positive `attention.sliding_window`. The pattern is the
+/// architecture's period `p` (layer `il` slides when `il % p < p - 1`), or the file's
+/// `attention.sliding_window_pattern`: a period, or one boolean per layer.
+fn read_swa(
+    m: &Meta<'_>,
+    arch: &ArchSpec,
+    n_layer: usize,
+) -> Result<(Option<usize>, Vec<bool>), ModelError> {
+    let none = (None, vec![false; n_layer]);
+    let Some(default_period) = arch.swa_pattern else {
+        return Ok(none);
+    };
+    let window = match m.u32_opt("attention.sliding_window")? {
+        None | Some(0) => return Ok(none),
+        Some(w) => w as usize,
+    };
+    let key = "attention.sliding_window_pattern";
+    let periodic = |p: usize| (0..n_layer).map(|il| il % p < p - 1).collect::<Vec<_>>();
+    let layers = match m.file.get(&m.key(key)) {
+        None => periodic(default_period),
+        Some(Value::Array(Array::Bool(flags))) if flags.len() == n_layer => flags.clone(),
+        Some(v) => match v.as_u64() {
+            Some(p) if p > 0 && p <= n_layer as u64 + 1 => periodic(p as usize),
+            _ => {
+                return Err(m.bad(
+                    key,
+                    format!(
+                        "expected a period in 1..={} or {n_layer} booleans, found {}",
+                        n_layer + 1,
+                        v.type_name()
+                    ),
+                ))
+            }
+        },
+    };
+    Ok((Some(window), layers))
 }
 
 /// RoPE dimension count, base and scaling (guide §5.3).

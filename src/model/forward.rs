@@ -7,12 +7,14 @@
 //! live in [`Scratch`], owned by the session and reused, so a decode step allocates nothing
 //! once the buffers have grown.
 
+use half::f16;
 use openweight_kernels::matmul::{can_fuse, matmul, matmul_many, MatRef, MatmulScratch};
 use rayon::prelude::*;
 
 use super::arch::{EmbeddingScale, FfnActivation};
 use super::attention::{attention, AttnParams};
 use super::kv_cache::KvCache;
+use super::moe::{moe_ffn, Experts, MoeScratch};
 use super::Model;
 
 /// Reusable buffers for [`forward`].
@@ -35,6 +37,9 @@ pub struct Scratch {
     attn_tasks: Vec<f32>,
     /// RoPE `[cos, sin]` pairs `[n][n_rot]`.
     cos_sin: Vec<f32>,
+    /// The same for the sliding-window layers' RoPE (when it differs).
+    cos_sin_swa: Vec<f32>,
+    moe: MoeScratch,
     matmul: MatmulScratch,
 }
 
@@ -109,9 +114,22 @@ fn gated_activation(kind: FfnActivation, gate: &mut [f32], up: &[f32]) {
         }
         FfnActivation::GeluTanh => {
             const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            // As the reference: beyond +-10 GELU is 0 or the identity; inside, the input is
+            // rounded to f16 and the result too (the reference reads a table of f16 GELU
+            // values indexed by the f16 input). At Gemma 3's first position this moves the
+            // logits to within 3e-3 of the reference's, from 1e-1.
             for (g, &u) in gate.iter_mut().zip(up) {
                 let z = *g;
-                let gelu = 0.5 * z * (1.0 + (SQRT_2_OVER_PI * z * (1.0 + 0.044715 * z * z)).tanh());
+                let gelu = if z <= -10.0 {
+                    0.0
+                } else if z >= 10.0 {
+                    z
+                } else {
+                    let z = f16::from_f32(z).to_f32();
+                    let y =
+                        0.5 * z * (1.0 + (SQRT_2_OVER_PI * z * (1.0 + 0.044715 * z * z)).tanh());
+                    f16::from_f32(y).to_f32()
+                };
                 *g = gelu * u;
             }
         }
@@ -163,14 +181,11 @@ pub fn forward(
     let o_dim = c.n_head * c.head_dim_v;
     let eps = c.rms_eps;
     let rope = &c.rope;
-    let params = AttnParams {
-        n_head: c.n_head,
-        n_head_kv: c.n_head_kv,
-        head_dim_k: c.head_dim_k,
-        head_dim_v: c.head_dim_v,
-        scale: 1.0 / (c.head_dim_k as f32).sqrt(),
-        window: None,
-    };
+    assert!(
+        n <= kv.max_batch(),
+        "batch of {n} tokens exceeds the cache's max batch {}",
+        kv.max_batch()
+    );
 
     // Embeddings.
     let x = sized(&mut s.x, n * n_embd);
@@ -192,6 +207,17 @@ pub fn forward(
     {
         rope.fill_cos_sin(pos0 + t, cs);
     }
+    let swa_rope = c.sliding_window.is_some();
+    if swa_rope {
+        let cos_sin = sized(&mut s.cos_sin_swa, n * rope.n_rot);
+        for (t, cs) in cos_sin
+            .chunks_exact_mut(rope.n_rot.max(1))
+            .enumerate()
+            .take(n)
+        {
+            c.rope_swa.fill_cos_sin(pos0 + t, cs);
+        }
+    }
 
     for (il, l) in w.layers.iter().enumerate() {
         // Attention block.
@@ -201,8 +227,13 @@ pub fn forward(
         let k = sized(&mut s.k, n * kv_dim_k);
         let v = sized(&mut s.v, n * kv_dim_v);
         let qkv = [l.wq.mat(file), l.wk.mat(file), l.wv.mat(file)];
-        let mut outs = [&mut *q, &mut *k, &mut *v];
-        project(pool, &qkv, h, &mut outs, &mut s.matmul);
+        project(
+            pool,
+            &qkv,
+            h,
+            &mut [&mut *q, &mut *k, &mut *v],
+            &mut s.matmul,
+        );
         add_bias(q, l.bq.as_ref());
         add_bias(k, l.bk.as_ref());
         add_bias(v, l.bv.as_ref());
@@ -210,9 +241,14 @@ pub fn forward(
             rms_norm_in_place(q, qn, eps);
             rms_norm_in_place(k, kn, eps);
         }
+        let (rope, cos_sin) = if swa_rope && c.swa_layers[il] {
+            (&c.rope_swa, &s.cos_sin_swa)
+        } else {
+            (&c.rope, &s.cos_sin)
+        };
         if rope.n_rot > 0 {
             for t in 0..n {
-                let cs = &s.cos_sin[t * rope.n_rot..(t + 1) * rope.n_rot];
+                let cs = &cos_sin[t * rope.n_rot..(t + 1) * rope.n_rot];
                 for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
                     rope.rotate(head, cs);
                 }
@@ -229,6 +265,17 @@ pub fn forward(
                 &v[t * kv_dim_v..(t + 1) * kv_dim_v],
             );
         }
+        if let Some(qs) = c.query_scale {
+            q.iter_mut().for_each(|v| *v *= qs);
+        }
+        let params = AttnParams {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim_k: c.head_dim_k,
+            head_dim_v: c.head_dim_v,
+            scale: c.kq_scale,
+            window: c.layer_window(il),
+        };
         let attn = sized(&mut s.attn, n * o_dim);
         attention(pool, kv, il, &params, q, pos0, attn, &mut s.attn_tasks);
         let o = sized(&mut s.o, n * n_embd);
@@ -244,24 +291,53 @@ pub fn forward(
         // Feed-forward block.
         let h = sized(&mut s.h, n * n_embd);
         rms_norm(&s.x[..n * n_embd], &l.ffn_norm, eps, h);
-        let gate = sized(&mut s.gate, n * c.n_ff);
-        let up = sized(&mut s.up, n * c.n_ff);
-        let gate_up = [l.w_gate.mat(file), l.w_up.mat(file)];
-        let mut outs = [&mut *gate, &mut *up];
-        project(pool, &gate_up, h, &mut outs, &mut s.matmul);
-        if n > 1 {
-            // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
+        if let (Some(router), Some(moe)) = (&l.ffn_gate_inp, &c.moe) {
             let kind = c.arch.ffn_activation;
-            pool.install(|| {
-                gate.par_chunks_mut(c.n_ff)
-                    .zip(up.par_chunks(c.n_ff))
-                    .for_each(|(g, u)| gated_activation(kind, g, u));
-            });
+            let experts = Experts {
+                router,
+                gate: &l.w_gate,
+                up: &l.w_up,
+                down: &l.w_down,
+            };
+            let o = sized(&mut s.o, n * n_embd);
+            let act = |g: &mut [f32], u: &[f32]| gated_activation(kind, g, u);
+            moe_ffn(
+                pool,
+                file,
+                experts,
+                moe,
+                &act,
+                h,
+                o,
+                &mut s.moe,
+                &mut s.matmul,
+            );
         } else {
-            gated_activation(c.arch.ffn_activation, gate, up);
+            let gate = sized(&mut s.gate, n * c.n_ff);
+            let up = sized(&mut s.up, n * c.n_ff);
+            let gate_up = [l.w_gate.mat(file), l.w_up.mat(file)];
+            project(
+                pool,
+                &gate_up,
+                h,
+                &mut [&mut *gate, &mut *up],
+                &mut s.matmul,
+            );
+            if n > 1 {
+                // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
+                let kind = c.arch.ffn_activation;
+                pool.install(|| {
+                    gate.par_chunks_mut(c.n_ff)
+                        .zip(up.par_chunks(c.n_ff))
+                        .for_each(|(g, u)| gated_activation(kind, g, u));
+                });
+            } else {
+                gated_activation(c.arch.ffn_activation, gate, up);
+            }
+            let o = sized(&mut s.o, n * n_embd);
+            matmul(pool, &l.w_down.mat(file), gate, o, &mut s.matmul);
         }
-        let o = sized(&mut s.o, n * n_embd);
-        matmul(pool, &l.w_down.mat(file), gate, o, &mut s.matmul);
+        let o = &mut s.o[..n * n_embd];
         if let Some(pn) = &l.post_ffn_norm {
             rms_norm_in_place(o, pn, eps);
         }
@@ -276,7 +352,12 @@ pub fn forward(
         OutputRows::Last => (n - 1, 1),
         OutputRows::None => return,
         OutputRows::Hidden => {
-            rms_norm(&s.x[..n * n_embd], &w.output_norm, eps, &mut logits[..n * n_embd]);
+            rms_norm(
+                &s.x[..n * n_embd],
+                &w.output_norm,
+                eps,
+                &mut logits[..n * n_embd],
+            );
             return;
         }
     };
@@ -294,6 +375,11 @@ pub fn forward(
         &mut logits[..n_out * c.n_vocab],
         &mut s.matmul,
     );
+    if let Some(cap) = c.final_logit_softcap {
+        for v in &mut logits[..n_out * c.n_vocab] {
+            *v = (*v / cap).tanh() * cap;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -324,7 +410,18 @@ mod tests {
     fn geglu_uses_the_tanh_approximation() {
         let mut g = [1.0];
         gated_activation(FfnActivation::GeluTanh, &mut g, &[1.0]);
-        assert!((g[0] - 0.841_192).abs() < 1e-5);
+        assert!((g[0] - 0.841_192).abs() < 1e-3);
+    }
+
+    #[test]
+    fn geglu_rounds_through_f16_inside_plus_minus_ten_like_the_reference() {
+        // 1 + 2^-12 rounds to 1 in f16, so it gets GELU(1) rounded to f16
+        let mut g = [1.0 + 1.0 / 4096.0, 1.0, -10.5, 12.0];
+        gated_activation(FfnActivation::GeluTanh, &mut g, &[2.0, 2.0, 3.0, 0.5]);
+        assert_eq!(g[0], g[1]);
+        assert_eq!(g[1], f16::from_f32(0.841_192).to_f32() * 2.0);
+        assert_eq!(g[2], 0.0);
+        assert_eq!(g[3], 6.0);
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! The key/value cache of one session.
 //!
-//! Layout, for K and V separately: `[layer][kv_head][position][dim]`, so the keys of one
-//! head are contiguous and attention streams through them. Positions are absolute: row `p`
-//! holds the token at position `p` of the sequence. F16 storage (the reference's default)
-//! rounds each value to the nearest binary16 when written.
+//! Layout, for K and V separately: `[layer][kv_head][slot][dim]`, so the keys of one head
+//! are contiguous and attention streams through them. A full-attention layer has one slot
+//! per position (`n_ctx` slots; slot `p` holds the token at absolute position `p`). A
+//! sliding-window layer only ever needs the last `window` positions plus the batch being
+//! written, so it keeps `min(n_ctx, window - 1 + max_batch)` slots used as a ring: position
+//! `p` lives in slot `p % slots` and overwrites a position the window can no longer see.
+//! F16 storage (the reference's default) rounds each value to the nearest binary16 when
+//! written.
 
 use half::f16;
+
+use super::config::Config;
 
 /// Element type of the KV cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,20 +66,66 @@ impl Store {
     }
 }
 
+/// Where one layer's slots are.
+#[derive(Clone, Copy, Debug)]
+struct LayerSlots {
+    /// Slots per head.
+    slots: usize,
+    /// Whether positions wrap around (sliding-window layer with fewer slots than `n_ctx`).
+    ring: bool,
+    /// Index of the layer's first slot (head 0, slot 0) among all slots of the cache.
+    first: usize,
+}
+
+/// The keys and values of one KV head of one layer: every slot, as stored, and how
+/// absolute positions map onto slots.
+#[derive(Clone, Copy, Debug)]
+pub struct KvHead<'a> {
+    /// `slots` rows of `head_dim_k`.
+    pub keys: KvRows<'a>,
+    /// `slots` rows of `head_dim_v`.
+    pub values: KvRows<'a>,
+    slots: usize,
+    ring: bool,
+}
+
+impl KvHead<'_> {
+    /// The slot holding absolute position `pos`.
+    pub fn slot(&self, pos: usize) -> usize {
+        if self.ring {
+            pos % self.slots
+        } else {
+            pos
+        }
+    }
+
+    /// The end (exclusive) of the run of positions starting at `pos` that sit in
+    /// consecutive slots, i.e. the next position where the ring wraps.
+    pub fn run_end(&self, pos: usize) -> usize {
+        if self.ring {
+            pos - pos % self.slots + self.slots
+        } else {
+            usize::MAX
+        }
+    }
+}
+
 /// Keys and values of every layer for up to `n_ctx` positions.
 #[derive(Debug)]
 pub struct KvCache {
     kv_type: KvType,
     n_ctx: usize,
+    max_batch: usize,
     n_head_kv: usize,
     head_dim_k: usize,
     head_dim_v: usize,
+    layers: Vec<LayerSlots>,
     k: Store,
     v: Store,
 }
 
 impl KvCache {
-    /// An empty cache (all zeros) for `n_layer` layers of `n_head_kv` heads.
+    /// An empty cache (all zeros) for `n_layer` full-attention layers of `n_head_kv` heads.
     pub fn new(
         kv_type: KvType,
         n_ctx: usize,
@@ -82,15 +134,71 @@ impl KvCache {
         head_dim_k: usize,
         head_dim_v: usize,
     ) -> KvCache {
+        let windows = vec![None; n_layer];
+        KvCache::with_windows(
+            kv_type, n_ctx, &windows, n_ctx, n_head_kv, head_dim_k, head_dim_v,
+        )
+    }
+
+    /// An empty cache where layer `l` attends to the last `windows[l]` positions only
+    /// (`None`: all of them), for batches of at most `max_batch` tokens: a windowed layer
+    /// keeps `min(n_ctx, window - 1 + max_batch)` slots, enough for the oldest position
+    /// the first query of a batch sees and every key of the batch.
+    pub fn with_windows(
+        kv_type: KvType,
+        n_ctx: usize,
+        windows: &[Option<usize>],
+        max_batch: usize,
+        n_head_kv: usize,
+        head_dim_k: usize,
+        head_dim_v: usize,
+    ) -> KvCache {
+        let max_batch = max_batch.max(1);
+        let mut first = 0;
+        let layers = windows
+            .iter()
+            .map(|w| {
+                let slots = match w {
+                    Some(w) => n_ctx.min((w.max(&1) - 1).saturating_add(max_batch)),
+                    None => n_ctx,
+                };
+                let l = LayerSlots {
+                    slots,
+                    ring: slots < n_ctx,
+                    first,
+                };
+                first += n_head_kv * slots;
+                l
+            })
+            .collect();
         KvCache {
             kv_type,
             n_ctx,
+            max_batch,
             n_head_kv,
             head_dim_k,
             head_dim_v,
-            k: Store::zeroed(kv_type, n_layer * n_head_kv * n_ctx * head_dim_k),
-            v: Store::zeroed(kv_type, n_layer * n_head_kv * n_ctx * head_dim_v),
+            layers,
+            k: Store::zeroed(kv_type, first * head_dim_k),
+            v: Store::zeroed(kv_type, first * head_dim_v),
         }
+    }
+
+    /// The cache a model needs: sliding-window layers (see [`Config::layer_window`]) as
+    /// rings, the others with a slot per position.
+    pub fn for_model(config: &Config, kv_type: KvType, n_ctx: usize, max_batch: usize) -> KvCache {
+        let windows: Vec<Option<usize>> = (0..config.n_layer)
+            .map(|l| config.layer_window(l))
+            .collect();
+        KvCache::with_windows(
+            kv_type,
+            n_ctx,
+            &windows,
+            max_batch,
+            config.n_head_kv,
+            config.head_dim_k,
+            config.head_dim_v,
+        )
     }
 
     /// Element type.
@@ -103,6 +211,30 @@ impl KvCache {
         self.n_ctx
     }
 
+    /// The largest batch a forward call may write at once (sliding-window rings are sized
+    /// for it).
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Slots per head of `layer` (`n_ctx` unless it is a sliding-window ring).
+    pub fn slots(&self, layer: usize) -> usize {
+        self.layers[layer].slots
+    }
+
+    /// The shortest prefix of a sequence of `n_past` cached tokens that can be kept and
+    /// continued from: a sliding-window ring has overwritten keys that positions before it
+    /// still need (0 when no layer is a ring).
+    pub fn rewind_floor(&self, n_past: usize) -> usize {
+        if self.layers.iter().any(|l| l.ring) {
+            // A ring of `window - 1 + max_batch` slots still holds what a continuation from
+            // `n_past - max_batch` onwards sees.
+            n_past.saturating_sub(self.max_batch)
+        } else {
+            0
+        }
+    }
+
     /// Stores the keys and values of one token: `k` holds `n_head_kv * head_dim_k` values
     /// (head after head), `v` holds `n_head_kv * head_dim_v`.
     pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
@@ -111,25 +243,30 @@ impl KvCache {
             "position {pos} outside the cache of {}",
             self.n_ctx
         );
+        let l = self.layers[layer];
+        let slot = if l.ring { pos % l.slots } else { pos };
+        let (kd, vd) = (self.head_dim_k, self.head_dim_v);
         for h in 0..self.n_head_kv {
-            let base = (layer * self.n_head_kv + h) * self.n_ctx + pos;
-            let kd = self.head_dim_k;
-            let vd = self.head_dim_v;
-            self.k.write(base * kd, &k[h * kd..(h + 1) * kd]);
-            self.v.write(base * vd, &v[h * vd..(h + 1) * vd]);
+            let row = l.first + h * l.slots + slot;
+            self.k.write(row * kd, &k[h * kd..(h + 1) * kd]);
+            self.v.write(row * vd, &v[h * vd..(h + 1) * vd]);
         }
     }
 
-    /// Keys of positions `0..n` of KV head `head` in `layer`: `n` rows of `head_dim_k`.
-    pub fn keys(&self, layer: usize, head: usize, n: usize) -> KvRows<'_> {
-        let start = (layer * self.n_head_kv + head) * self.n_ctx * self.head_dim_k;
-        self.k.rows(start..start + n * self.head_dim_k)
-    }
-
-    /// Values of positions `0..n` of KV head `head` in `layer`: `n` rows of `head_dim_v`.
-    pub fn values(&self, layer: usize, head: usize, n: usize) -> KvRows<'_> {
-        let start = (layer * self.n_head_kv + head) * self.n_ctx * self.head_dim_v;
-        self.v.rows(start..start + n * self.head_dim_v)
+    /// Every slot of KV head `head` in `layer`.
+    pub fn head(&self, layer: usize, head: usize) -> KvHead<'_> {
+        let l = self.layers[layer];
+        let row = l.first + head * l.slots;
+        KvHead {
+            keys: self
+                .k
+                .rows(row * self.head_dim_k..(row + l.slots) * self.head_dim_k),
+            values: self
+                .v
+                .rows(row * self.head_dim_v..(row + l.slots) * self.head_dim_v),
+            slots: l.slots,
+            ring: l.ring,
+        }
     }
 }
 
@@ -137,16 +274,23 @@ impl KvCache {
 mod tests {
     use super::*;
 
+    fn f32_rows(r: KvRows<'_>) -> &[f32] {
+        match r {
+            KvRows::F32(r) => r,
+            KvRows::F16(_) => panic!("expected f32 rows"),
+        }
+    }
+
     #[test]
     fn f16_cache_rounds_values_to_binary16() {
         let mut c = KvCache::new(KvType::F16, 4, 1, 1, 2, 2);
         c.write(0, 1, &[1.0 + 1e-4, -2.0], &[0.1, 3.0]);
-        let KvRows::F16(k) = c.keys(0, 0, 2) else {
+        let KvRows::F16(k) = c.head(0, 0).keys else {
             panic!("expected f16 rows")
         };
         assert_eq!(k[2].to_f32(), 1.0);
         assert_eq!(k[3].to_f32(), -2.0);
-        let KvRows::F16(v) = c.values(0, 0, 2) else {
+        let KvRows::F16(v) = c.head(0, 0).values else {
             panic!("expected f16 rows")
         };
         assert_eq!(v[2], f16::from_f32(0.1));
@@ -156,17 +300,47 @@ mod tests {
     fn f32_cache_keeps_heads_and_layers_apart() {
         let mut c = KvCache::new(KvType::F32, 3, 2, 2, 1, 1);
         c.write(1, 2, &[5.0, 6.0], &[7.0, 8.0]);
-        let KvRows::F32(k) = c.keys(1, 1, 3) else {
-            panic!("expected f32 rows")
-        };
-        assert_eq!(k, &[0.0, 0.0, 6.0]);
-        let KvRows::F32(v) = c.values(1, 0, 3) else {
-            panic!("expected f32 rows")
-        };
-        assert_eq!(v, &[0.0, 0.0, 7.0]);
-        let KvRows::F32(k0) = c.keys(0, 1, 3) else {
-            panic!("expected f32 rows")
-        };
-        assert_eq!(k0, &[0.0, 0.0, 0.0]);
+        assert_eq!(f32_rows(c.head(1, 1).keys), &[0.0, 0.0, 6.0]);
+        assert_eq!(f32_rows(c.head(1, 0).values), &[0.0, 0.0, 7.0]);
+        assert_eq!(f32_rows(c.head(0, 1).keys), &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_sliding_window_layer_keeps_window_minus_one_plus_batch_slots() {
+        let c = KvCache::with_windows(KvType::F16, 100, &[Some(8), None], 4, 1, 2, 2);
+        assert_eq!(c.slots(0), 11);
+        assert_eq!(c.slots(1), 100);
+        // never more than n_ctx
+        let small = KvCache::with_windows(KvType::F16, 6, &[Some(8)], 4, 1, 2, 2);
+        assert_eq!(small.slots(0), 6);
+    }
+
+    #[test]
+    fn ring_positions_wrap_and_overwrite_the_oldest_slot() {
+        let mut c = KvCache::with_windows(KvType::F32, 50, &[Some(2)], 2, 2, 1, 1);
+        assert_eq!(c.slots(0), 3);
+        for pos in 0..5 {
+            c.write(
+                0,
+                pos,
+                &[pos as f32, -(pos as f32)],
+                &[10.0 + pos as f32, 0.0],
+            );
+        }
+        let h = c.head(0, 0);
+        // positions 3, 4 overwrote 0, 1; position 2 is still in slot 2
+        assert_eq!(f32_rows(h.keys), &[3.0, 4.0, 2.0]);
+        assert_eq!(f32_rows(h.values), &[13.0, 14.0, 12.0]);
+        assert_eq!(f32_rows(c.head(0, 1).keys), &[-3.0, -4.0, -2.0]);
+        assert_eq!((h.slot(4), h.slot(2)), (1, 2));
+        assert_eq!((h.run_end(2), h.run_end(3), h.run_end(5)), (3, 6, 6));
+    }
+
+    #[test]
+    fn a_full_layer_maps_positions_to_slots_one_to_one() {
+        let c = KvCache::new(KvType::F32, 5, 1, 1, 1, 1);
+        let h = c.head(0, 0);
+        assert_eq!(h.slot(4), 4);
+        assert_eq!(h.run_end(0), usize::MAX);
     }
 }

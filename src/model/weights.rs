@@ -83,6 +83,11 @@ pub struct LayerWeights {
     pub w_up: Matrix,
     /// FFN down projection (`n_embd` x `n_ff`).
     pub w_down: Matrix,
+    /// Mixture-of-experts router (`ffn_gate_inp`, `n_expert` x `n_embd`). When present,
+    /// `w_gate`, `w_up` and `w_down` hold every expert's matrix stacked (the 3-D
+    /// `ffn_{gate,up,down}_exps`): expert `e` is rows `e * r .. (e + 1) * r` with `r`
+    /// the rows of one expert (`n_ff_exp` for gate and up, `n_embd` for down).
+    pub ffn_gate_inp: Option<Matrix>,
     /// RMSNorm of the FFN output before the residual add.
     pub post_ffn_norm: Option<Vec<f32>>,
 }
@@ -184,6 +189,22 @@ impl Loader<'_> {
         })
     }
 
+    /// A 3-D tensor of `n_expert` matrices of `rows` x `cols`, as one matrix of
+    /// `n_expert * rows` rows (each expert's rows are contiguous).
+    fn experts(
+        &self,
+        name: &str,
+        n_expert: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Matrix, ModelError> {
+        let info = self.find(name, Need::Required)?.expect("required tensor");
+        self.check_shape(info, &[cols as u64, rows as u64, n_expert as u64])?;
+        let mut flat = info.clone();
+        flat.ne = vec![cols as u64, (n_expert * rows) as u64];
+        self.matrix_from(&flat, n_expert * rows, cols)
+    }
+
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
         let info = self.find(name, Need::Required)?.expect("required tensor");
         self.matrix_from(info, rows, cols)
@@ -229,6 +250,22 @@ impl Weights {
         for i in 0..config.n_layer {
             let n = |role: &str| format!("blk.{i}.{role}");
             let hd = config.head_dim_k;
+            let (w_gate, w_up, w_down, ffn_gate_inp) = if let Some(moe) = &config.moe {
+                let (ne, nf) = (moe.n_expert, moe.n_ff_exp);
+                (
+                    ld.experts(&n("ffn_gate_exps.weight"), ne, nf, n_embd)?,
+                    ld.experts(&n("ffn_up_exps.weight"), ne, nf, n_embd)?,
+                    ld.experts(&n("ffn_down_exps.weight"), ne, n_embd, nf)?,
+                    Some(ld.matrix(&n("ffn_gate_inp.weight"), ne, n_embd)?),
+                )
+            } else {
+                (
+                    ld.matrix(&n("ffn_gate.weight"), n_ff, n_embd)?,
+                    ld.matrix(&n("ffn_up.weight"), n_ff, n_embd)?,
+                    ld.matrix(&n("ffn_down.weight"), n_embd, n_ff)?,
+                    None,
+                )
+            };
             layers.push(LayerWeights {
                 attn_norm: ld.required_vector(&n("attn_norm.weight"), n_embd)?,
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?,
@@ -247,9 +284,10 @@ impl Weights {
                     a.post_attention_norm,
                 )?,
                 ffn_norm: ld.required_vector(&n("ffn_norm.weight"), n_embd)?,
-                w_gate: ld.matrix(&n("ffn_gate.weight"), n_ff, n_embd)?,
-                w_up: ld.matrix(&n("ffn_up.weight"), n_ff, n_embd)?,
-                w_down: ld.matrix(&n("ffn_down.weight"), n_embd, n_ff)?,
+                w_gate,
+                w_up,
+                w_down,
+                ffn_gate_inp,
                 post_ffn_norm: ld.vector(&n("post_ffw_norm.weight"), n_embd, a.post_ffn_norm)?,
             });
             // q and k norms come as a pair.
