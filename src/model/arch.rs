@@ -35,6 +35,16 @@ pub enum FfnActivation {
     GeluTanh,
 }
 
+/// How the FFN's gate and up projections are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnLayout {
+    /// `blk.N.ffn_gate` and `blk.N.ffn_up`, `n_ff` rows each.
+    Split,
+    /// One `blk.N.ffn_up` of `2 * n_ff` rows: the gate's `n_ff` rows first, then up's
+    /// (glm4). There is no `ffn_gate` tensor.
+    FusedGateUp,
+}
+
 /// Where the attention scale is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttnScale {
@@ -107,6 +117,12 @@ pub struct ArchSpec {
     pub final_logit_softcapping: bool,
     /// Mixture-of-experts FFN instead of the dense one.
     pub moe: Option<MoeSpec>,
+    /// How gate and up are stored.
+    pub ffn_layout: FfnLayout,
+    /// Role name of the (required) pre-FFN RMSNorm, `blk.N.{ffn_norm}.weight`: `"ffn_norm"`,
+    /// except where a converter stores it under another name (seed_oss:
+    /// `"post_attention_norm"`, which then is not a norm of the attention output).
+    pub ffn_norm: &'static str,
 }
 
 /// Llama 1/2/3, Mistral-style dense models, SmolLM2.
@@ -129,6 +145,8 @@ pub const LLAMA: ArchSpec = ArchSpec {
     attn_scale: AttnScale::InvSqrtHeadDim,
     final_logit_softcapping: false,
     moe: None,
+    ffn_layout: FfnLayout::Split,
+    ffn_norm: "ffn_norm",
 };
 
 /// Qwen2 / Qwen2.5 (and DeepSeek-R1-Distill-Qwen): q/k/v biases, NEOX RoPE.
@@ -189,8 +207,74 @@ pub const GEMMA3: ArchSpec = ArchSpec {
     ..LLAMA
 };
 
+/// Zhipu GLM-4 (GLM-4-0414, GLM-Z1): q/k/v biases, partial rotary (`rope.dimension_count`
+/// below the head dimension) with adjacent-pair RoPE, RMSNorm of both sub-block outputs,
+/// gate and up fused in `ffn_up`.
+pub const GLM4: ArchSpec = ArchSpec {
+    name: "glm4",
+    rope_style: RopeStyle::Norm,
+    attn_q_bias: Need::Required,
+    attn_k_bias: Need::Required,
+    attn_v_bias: Need::Required,
+    attn_output_bias: Need::Absent,
+    post_attention_norm: Need::Required,
+    post_ffn_norm: Need::Required,
+    rope_freqs: Need::Absent,
+    ffn_layout: FfnLayout::FusedGateUp,
+    ..LLAMA
+};
+
+/// Baidu ERNIE 4.5 dense: llama-shaped, adjacent-pair RoPE, usually tied embeddings. An
+/// `attn_output.bias` in the file is ignored, as the reference's graph ignores it.
+pub const ERNIE4_5: ArchSpec = ArchSpec {
+    name: "ernie4_5",
+    rope_style: RopeStyle::Norm,
+    attn_q_bias: Need::Absent,
+    attn_k_bias: Need::Absent,
+    attn_v_bias: Need::Absent,
+    attn_output_bias: Need::Absent,
+    rope_freqs: Need::Absent,
+    ..LLAMA
+};
+
+/// Huawei openPangu-Embedded: q/k/v and attention output biases.
+pub const PANGU_EMBEDDED: ArchSpec = ArchSpec {
+    name: "pangu-embedded",
+    rope_style: RopeStyle::Neox,
+    attn_q_bias: Need::Required,
+    attn_k_bias: Need::Required,
+    attn_v_bias: Need::Required,
+    attn_output_bias: Need::Required,
+    rope_freqs: Need::Absent,
+    ..LLAMA
+};
+
+/// ByteDance Seed-OSS: q/k/v biases (optional output bias); the pre-FFN norm is stored as
+/// `post_attention_norm`.
+pub const SEED_OSS: ArchSpec = ArchSpec {
+    name: "seed_oss",
+    rope_style: RopeStyle::Neox,
+    attn_q_bias: Need::Required,
+    attn_k_bias: Need::Required,
+    attn_v_bias: Need::Required,
+    attn_output_bias: Need::Optional,
+    rope_freqs: Need::Absent,
+    ffn_norm: "post_attention_norm",
+    ..LLAMA
+};
+
 /// Every architecture the forward pass runs.
-pub const ARCHITECTURES: &[&ArchSpec] = &[&LLAMA, &QWEN2, &QWEN3, &QWEN3MOE, &GEMMA3];
+pub const ARCHITECTURES: &[&ArchSpec] = &[
+    &LLAMA,
+    &QWEN2,
+    &QWEN3,
+    &QWEN3MOE,
+    &GEMMA3,
+    &GLM4,
+    &ERNIE4_5,
+    &PANGU_EMBEDDED,
+    &SEED_OSS,
+];
 
 /// The description of architecture `name`, if supported.
 pub fn lookup(name: &str) -> Option<&'static ArchSpec> {

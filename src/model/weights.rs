@@ -10,7 +10,7 @@ use openweight_kernels::GgmlType;
 
 use crate::gguf::{GgufFile, TensorInfo};
 
-use super::arch::Need;
+use super::arch::{FfnLayout, Need};
 use super::config::Config;
 use super::error::ModelError;
 
@@ -34,6 +34,23 @@ impl Matrix {
             ty: self.ty,
             data: file.tensor_data(&self.info),
             rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
+    /// The `n` rows starting at row `start`, as a matrix of their own (a view into the same
+    /// tensor data; the name stays the file's). Panics if the range is not inside `self`.
+    pub fn rows(&self, start: usize, n: usize) -> Matrix {
+        assert!(start + n <= self.rows, "row range outside the matrix");
+        let row_bytes = format(self.ty).row_bytes(self.cols) as u64;
+        let mut info = self.info.clone();
+        info.offset += start as u64 * row_bytes;
+        info.n_bytes = n as u64 * row_bytes;
+        info.ne = vec![self.cols as u64, n as u64];
+        Matrix {
+            info,
+            ty: self.ty,
+            rows: n,
             cols: self.cols,
         }
     }
@@ -77,9 +94,11 @@ pub struct LayerWeights {
     pub post_attn_norm: Option<Vec<f32>>,
     /// Pre-FFN RMSNorm weight (`n_embd`).
     pub ffn_norm: Vec<f32>,
-    /// FFN gate projection (`n_ff` x `n_embd`).
+    /// FFN gate projection (`n_ff` x `n_embd`; with [`FfnLayout::FusedGateUp`] the first
+    /// half of `ffn_up`).
     pub w_gate: Matrix,
-    /// FFN up projection (`n_ff` x `n_embd`).
+    /// FFN up projection (`n_ff` x `n_embd`; with [`FfnLayout::FusedGateUp`] the second
+    /// half of `ffn_up`).
     pub w_up: Matrix,
     /// FFN down projection (`n_embd` x `n_ff`).
     pub w_down: Matrix,
@@ -259,12 +278,18 @@ impl Weights {
                     Some(ld.matrix(&n("ffn_gate_inp.weight"), ne, n_embd)?),
                 )
             } else {
-                (
-                    ld.matrix(&n("ffn_gate.weight"), n_ff, n_embd)?,
-                    ld.matrix(&n("ffn_up.weight"), n_ff, n_embd)?,
-                    ld.matrix(&n("ffn_down.weight"), n_embd, n_ff)?,
-                    None,
-                )
+                let (w_gate, w_up) = match a.ffn_layout {
+                    FfnLayout::Split => (
+                        ld.matrix(&n("ffn_gate.weight"), n_ff, n_embd)?,
+                        ld.matrix(&n("ffn_up.weight"), n_ff, n_embd)?,
+                    ),
+                    FfnLayout::FusedGateUp => {
+                        let fused = ld.matrix(&n("ffn_up.weight"), 2 * n_ff, n_embd)?;
+                        (fused.rows(0, n_ff), fused.rows(n_ff, n_ff))
+                    }
+                };
+                let w_down = ld.matrix(&n("ffn_down.weight"), n_embd, n_ff)?;
+                (w_gate, w_up, w_down, None)
             };
             layers.push(LayerWeights {
                 attn_norm: ld.required_vector(&n("attn_norm.weight"), n_embd)?,
@@ -283,7 +308,7 @@ impl Weights {
                     n_embd,
                     a.post_attention_norm,
                 )?,
-                ffn_norm: ld.required_vector(&n("ffn_norm.weight"), n_embd)?,
+                ffn_norm: ld.required_vector(&n(&format!("{}.weight", a.ffn_norm)), n_embd)?,
                 w_gate,
                 w_up,
                 w_down,

@@ -1,0 +1,319 @@
+//! The seed labs' dense families (issue #9): GLM-4 (`glm4`), ERNIE 4.5 (`ernie4_5`),
+//! openPangu-Embedded (`pangu-embedded`) and Seed-OSS (`seed_oss`).
+//!
+//! Golden tests compare the synthetic models of `fixtures/golden/synthetic/` with the
+//! reference's numbers under the tolerances of `fixtures/golden/README.md`, plus the tighter
+//! logit bounds of issue #9 where the README's measurements allow them. Load-error tests
+//! rewrite a synthetic model in memory with the GGUF writer, one defect each.
+
+mod model_common;
+
+use model_common::*;
+use openweight::gguf::{GgufFile, GgufWriter, Value};
+use openweight::model::{Model, ModelError};
+use openweight::tokenizer::Tokenizer;
+
+/// The synthetic models of these families, each in F32 and a Q4_K_M mix.
+const FAMILIES: [&str; 4] = ["glm4", "ernie4_5", "pangu-embedded", "seed_oss"];
+
+fn model(name: &str) -> Model {
+    let path = golden().join(format!("synthetic/models/{name}.gguf"));
+    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn prompts(name: &str) -> Vec<RefPrompt> {
+    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
+}
+
+/// Issue #9's bounds on top of the README's tolerance class: the reference's top-8 logits
+/// within `logit_tol` relative (scaled by `max(1, |logit|)`) and every row's log-sum-exp
+/// within 2e-2 relative.
+fn check_bounds(what: &str, a: &Agreement, logit_tol: f64) {
+    eprintln!(
+        "{what}: max top-8 rel err {:.2e} (bound {logit_tol:.0e}), max lse rel err {:.2e}",
+        a.max_rel_err_top8, a.max_rel_err_lse
+    );
+    assert!(
+        a.max_rel_err_top8 <= logit_tol,
+        "{what}: top-8 rel err {:.3e} > {logit_tol}",
+        a.max_rel_err_top8
+    );
+    assert!(
+        a.max_rel_err_lse <= 2e-2,
+        "{what}: lse rel err {:.3e} > 2e-2",
+        a.max_rel_err_lse
+    );
+}
+
+macro_rules! golden_model {
+    ($module:ident, $name:literal, $class:expr, $logit_tol:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn batch_logits_match_the_reference() {
+                let m = model($name);
+                let a = batch_agreement(&m, &prompts($name));
+                $class.check(concat!($name, " batch"), &a);
+                check_bounds(concat!($name, " batch"), &a, $logit_tol);
+            }
+
+            #[test]
+            fn token_by_token_decode_matches_the_reference() {
+                let m = model($name);
+                let a = incremental_agreement(&m, &prompts($name));
+                $class.check(concat!($name, " incremental"), &a);
+                check_bounds(concat!($name, " incremental"), &a, $logit_tol);
+            }
+
+            #[test]
+            fn greedy_continuation_matches_the_reference_up_to_a_near_tie() {
+                let m = model($name);
+                let refs =
+                    read_greedy(&golden().join(concat!("synthetic/", $name, ".greedy.jsonl")));
+                check_greedy(&m, $name, &refs);
+            }
+        }
+    };
+}
+
+// F32: issue #9's 1e-3. Quantized mixes: the README's measured tolerances override the
+// issue's 2e-2 (activations are quantized to Q8 blocks on both sides, rounding differently);
+// these files, like the llama/qwen Q4_K_M mixes, reach 3.3e-2, so 4e-2 bounds them.
+golden_model!(glm4_f32, "glm4-f32", Class::Dense, 1e-3);
+golden_model!(glm4_q4_k_m, "glm4-q4_k_m", Class::Quantized, 4e-2);
+golden_model!(ernie4_5_f32, "ernie4_5-f32", Class::Dense, 1e-3);
+golden_model!(ernie4_5_q4_k_m, "ernie4_5-q4_k_m", Class::Quantized, 4e-2);
+golden_model!(pangu_embedded_f32, "pangu-embedded-f32", Class::Dense, 1e-3);
+golden_model!(
+    pangu_embedded_q4_k_m,
+    "pangu-embedded-q4_k_m",
+    Class::Quantized,
+    4e-2
+);
+golden_model!(seed_oss_f32, "seed_oss-f32", Class::Dense, 1e-3);
+golden_model!(seed_oss_q4_k_m, "seed_oss-q4_k_m", Class::Quantized, 4e-2);
+
+/// Copies synthetic model `name` without the tensors `drop`, with `meta` applied to each
+/// metadata entry (`None` removes it) and `extra` keys added, then loads it.
+fn load_edited(
+    name: &str,
+    drop: &[&str],
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    extra: &[(String, Value)],
+) -> Result<Model, openweight::Error> {
+    let src = GgufFile::open(golden().join(format!("synthetic/models/{name}.gguf"))).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if k == "general.alignment" {
+            continue;
+        }
+        if let Some(v) = meta(k, v) {
+            w.add_metadata(k.clone(), v).unwrap();
+        }
+    }
+    for (k, v) in extra {
+        w.add_metadata(k.clone(), v.clone()).unwrap();
+    }
+    for t in src.tensors() {
+        if !drop.contains(&t.name.as_str()) {
+            w.add_tensor(
+                t.name.clone(),
+                &t.ne,
+                t.type_id,
+                src.tensor_data(t).to_vec(),
+            )
+            .unwrap();
+        }
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    Model::from_gguf(file, tokenizer)
+}
+
+fn keep(_: &str, v: &Value) -> Option<Value> {
+    Some(v.clone())
+}
+
+fn model_error(r: Result<Model, openweight::Error>) -> ModelError {
+    match r {
+        Err(openweight::Error::Model(e)) => e,
+        Err(e) => panic!("expected a ModelError, got {e}"),
+        Ok(_) => panic!("expected a ModelError, the model loaded"),
+    }
+}
+
+/// Removing `tensor` from `arch`'s F32 synthetic model fails with an error naming both.
+fn assert_missing_tensor_is_named(arch: &str, tensor: &str) {
+    let e = model_error(load_edited(&format!("{arch}-f32"), &[tensor], keep, &[]));
+    assert!(
+        matches!(&e, ModelError::MissingTensor { arch: a, name } if a == arch && name == tensor),
+        "removing {tensor} from {arch}: {e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains(arch) && text.contains(tensor),
+        "message names both: {text}"
+    );
+}
+
+#[test]
+fn unedited_copies_of_every_family_load_with_their_architecture() {
+    for arch in FAMILIES {
+        let m = load_edited(&format!("{arch}-f32"), &[], keep, &[]).expect(arch);
+        assert_eq!(m.config().arch.name, arch);
+    }
+}
+
+#[test]
+fn glm4_without_its_fused_gate_up_or_output_norms_or_biases_is_rejected() {
+    for t in [
+        "blk.1.ffn_up.weight",
+        "blk.0.post_attention_norm.weight",
+        "blk.1.post_ffw_norm.weight",
+        "blk.0.attn_k.bias",
+        "blk.1.ffn_norm.weight",
+    ] {
+        assert_missing_tensor_is_named("glm4", t);
+    }
+}
+
+#[test]
+fn ernie4_5_without_a_projection_or_norm_is_rejected() {
+    for t in [
+        "blk.1.ffn_gate.weight",
+        "blk.0.attn_v.weight",
+        "blk.0.ffn_norm.weight",
+        "output_norm.weight",
+    ] {
+        assert_missing_tensor_is_named("ernie4_5", t);
+    }
+}
+
+#[test]
+fn pangu_embedded_without_its_attention_biases_is_rejected() {
+    for t in [
+        "blk.0.attn_output.bias",
+        "blk.1.attn_q.bias",
+        "blk.1.attn_v.bias",
+        "blk.0.ffn_up.weight",
+    ] {
+        assert_missing_tensor_is_named("pangu-embedded", t);
+    }
+}
+
+#[test]
+fn seed_oss_without_its_pre_ffn_norm_or_biases_is_rejected() {
+    for t in [
+        "blk.1.post_attention_norm.weight",
+        "blk.0.attn_q.bias",
+        "blk.0.ffn_down.weight",
+    ] {
+        assert_missing_tensor_is_named("seed_oss", t);
+    }
+}
+
+#[test]
+fn an_unsupported_architecture_name_is_named_in_the_error() {
+    for (src, name) in [
+        ("glm4", "glm4moe"),
+        ("ernie4_5", "ernie4_5-moe"),
+        ("seed_oss", "seed-oss-2"),
+    ] {
+        let rename = |k: &str, v: &Value| {
+            Some(if k == "general.architecture" {
+                Value::String(name.into())
+            } else {
+                v.clone()
+            })
+        };
+        let e = model_error(load_edited(&format!("{src}-f32"), &[], rename, &[]));
+        assert!(
+            matches!(&e, ModelError::UnsupportedArchitecture { arch, .. } if arch == name),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(name), "names the architecture: {text}");
+        assert!(
+            FAMILIES.iter().all(|f| text.contains(f)),
+            "lists the supported ones: {text}"
+        );
+    }
+}
+
+#[test]
+fn glm4_reads_a_rope_dimension_count_below_the_head_dimension_as_partial_rotary() {
+    let m = model("glm4-f32");
+    assert_eq!(m.config().head_dim_k, 64);
+    assert_eq!(m.config().rope.n_rot, 32);
+}
+
+#[test]
+fn a_rope_dimension_count_above_the_head_dimension_is_rejected_naming_the_key() {
+    let meta = |k: &str, v: &Value| {
+        Some(if k == "glm4.rope.dimension_count" {
+            Value::U32(96)
+        } else {
+            v.clone()
+        })
+    };
+    let e = model_error(load_edited("glm4-f32", &[], meta, &[]));
+    assert!(
+        matches!(&e, ModelError::BadHyperparameter { key, .. } if key == "glm4.rope.dimension_count"),
+        "{e}"
+    );
+}
+
+#[test]
+fn attention_key_length_sets_the_head_dimension_and_is_checked_against_the_tensors() {
+    // Seed-OSS releases have head_dim 128 with n_embd / n_head = 64, so the key length comes
+    // from `attention.key_length`; here a length the tensors do not have must be caught.
+    let extra = [("seed_oss.attention.key_length".to_string(), Value::U32(32))];
+    let e = model_error(load_edited("seed_oss-f32", &[], keep, &extra));
+    match &e {
+        ModelError::TensorShape { name, expected, .. } => {
+            assert_eq!(name, "blk.0.attn_q.weight");
+            assert_eq!(expected, &vec![256, 4 * 32]);
+        }
+        other => panic!("expected a shape error, got {other}"),
+    }
+    // Stated explicitly with the values the tensors have, the keys load.
+    let extra = [
+        ("seed_oss.attention.key_length".to_string(), Value::U32(64)),
+        (
+            "seed_oss.attention.value_length".to_string(),
+            Value::U32(64),
+        ),
+    ];
+    let m = load_edited("seed_oss-f32", &[], keep, &extra).unwrap();
+    assert_eq!((m.config().head_dim_k, m.config().head_dim_v), (64, 64));
+}
+
+#[test]
+fn rope_scaling_kinds_are_read_and_unknown_ones_named_for_every_family() {
+    for arch in FAMILIES {
+        let key = |s: &str| format!("{arch}.{s}");
+        let yarn = [
+            (key("rope.scaling.type"), Value::String("yarn".into())),
+            (key("rope.scaling.factor"), Value::F32(4.0)),
+            (key("rope.scaling.original_context_length"), Value::U32(512)),
+        ];
+        let m = load_edited(&format!("{arch}-f32"), &[], keep, &yarn).unwrap();
+        assert_eq!(m.config().rope.freq_scale, 0.25, "{arch}");
+        assert!(m.config().rope.yarn.is_some(), "{arch}");
+
+        let linear = [
+            (key("rope.scaling.type"), Value::String("linear".into())),
+            (key("rope.scaling.factor"), Value::F32(2.0)),
+        ];
+        let m = load_edited(&format!("{arch}-f32"), &[], keep, &linear).unwrap();
+        assert_eq!(m.config().rope.freq_scale, 0.5, "{arch}");
+
+        let unknown = [(key("rope.scaling.type"), Value::String("longrope".into()))];
+        let e = model_error(load_edited(&format!("{arch}-f32"), &[], keep, &unknown));
+        assert!(
+            matches!(&e, ModelError::UnsupportedRopeScaling { key: k, .. } if *k == key("rope.scaling.type")),
+            "{arch}: {e}"
+        );
+    }
+}
