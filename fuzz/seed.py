@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Seeds fuzz/corpus/gguf_reader/ (git-ignored) for `cargo +nightly fuzz run gguf_reader`.
+"""Seeds the git-ignored corpora in fuzz/corpus/ for every fuzz target.
 
-Seeds: every file of fixtures/malformed/, the metadata part of a few synthetic models (their
-first 16 KiB: header, vocabulary, tensor infos), and small valid files written here with every
-metadata value type, an array of arrays, and tensors of several types.
+- gguf_reader: every file of fixtures/malformed/, the metadata part of a few synthetic models
+  (their first 16 KiB: header, vocabulary, tensor infos), and small valid files written here
+  with every metadata value type, an array of arrays, and tensors of several types.
+- tokenizer: the golden tokenizer inputs (fixtures/golden/real/*.tokenize.jsonl texts and
+  fixtures/golden/inputs/*.txt lines), each behind a selector byte for each tokenizer.
+- chat_template: a few conversations for each fixed template, and the real models' templates
+  (read from fixtures/models/ when present) as arbitrary sources (selector 0xff).
+- model_load: the unmutated model (empty patch list) and a few single patches.
 """
+import json
 import os
 import shutil
 import struct
@@ -48,7 +54,104 @@ def gguf(kvs, tensors, align=32, version=3):
     return out
 
 
+def write_corpus(target, seeds):
+    out = os.path.join(ROOT, "fuzz", "corpus", target)
+    os.makedirs(out, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+    print(f"seeded {len(os.listdir(out))} files into {out}")
+
+
+def tokenizer_texts():
+    texts = []
+    real = os.path.join(ROOT, "fixtures", "golden", "real")
+    for f in sorted(os.listdir(real)):
+        if f.endswith(".tokenize.jsonl"):
+            with open(os.path.join(real, f), encoding="utf-8") as fh:
+                texts += [json.loads(line)["text"] for line in fh if line.strip()]
+    inputs = os.path.join(ROOT, "fixtures", "golden", "inputs")
+    for f in sorted(os.listdir(inputs)):
+        with open(os.path.join(inputs, f), encoding="utf-8") as fh:
+            texts += [line.rstrip("\n") for line in fh][:40]
+    texts += ["<|im_start|>user\nhi<|im_end|>", "<start_of_turn>user\nhi<end_of_turn>", "<s></s>"]
+    return list(dict.fromkeys(t for t in texts if len(t.encode()) < 4000))
+
+
+def read_gguf_string(path, key):
+    """The string value of `key` in the GGUF file at `path` (metadata only), or None."""
+    with open(path, "rb") as f:
+        magic, _version, _n_tensors, n_kv = struct.unpack("<4sIQQ", f.read(24))
+        sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+        def rd_str():
+            (n,) = struct.unpack("<Q", f.read(8))
+            return f.read(n)
+
+        def skip(ty):
+            if ty == 8:
+                rd_str()
+            elif ty == 9:
+                elem, n = struct.unpack("<IQ", f.read(12))
+                if elem in sizes:
+                    f.seek(sizes[elem] * n, 1)
+                else:
+                    for _ in range(n):
+                        skip(elem)
+            else:
+                f.seek(sizes[ty], 1)
+
+        for _ in range(n_kv):
+            k = rd_str().decode()
+            (ty,) = struct.unpack("<I", f.read(4))
+            if k == key and ty == 8:
+                return rd_str().decode()
+            skip(ty)
+    return None
+
+
+def seed_tokenizer():
+    seeds = {}
+    for i, t in enumerate(tokenizer_texts()):
+        for sel in (0, 1, 2, 0x10, 0x11, 0x12):
+            if (i + sel) % 3 == 0 or sel < 3:
+                seeds[f"text-{i:03}-{sel:02x}"] = bytes([sel]) + t.encode()
+    write_corpus("tokenizer", seeds)
+
+
+def seed_chat_template():
+    convo = [("system", "You are helpful."), ("user", "Hi {{ 1 + 1 }} <|im_end|>"),
+             ("assistant", "Hello!"), ("user", "Und jetzt? 日本語 \U0001F600")]
+    body = "\0".join(x for m in convo for x in m).encode()
+    seeds = {}
+    for sel in range(10):
+        seeds[f"fixed-{sel}"] = bytes([sel, 1]) + body
+        seeds[f"fixed-{sel}-one"] = bytes([sel, 0]) + b"user\0hello"
+    models = os.path.join(ROOT, "fixtures", "models")
+    if os.path.isdir(models):
+        for m in sorted(os.listdir(models)):
+            src = read_gguf_string(os.path.join(models, m), "tokenizer.chat_template")
+            if src:
+                seeds[f"source-{m}"] = b"\xff\x01" + src.encode() + b"\0" + body
+    seeds["source-small"] = b"\xff\x01{% for m in messages %}{{ m.role }}{{ m.content }}{% endfor %}\0" + body
+    write_corpus("chat_template", seeds)
+
+
+def seed_model_load():
+    seeds = {"unmutated": b""}
+    # kind, offset (u32 LE), len, bytes: overwrite in the header, truncate, delete, insert.
+    seeds["overwrite-header"] = bytes([1]) + struct.pack("<I", 40) + bytes([4]) + b"\xff" * 4
+    seeds["truncate"] = bytes([4]) + struct.pack("<I", 300000) + bytes([0])
+    seeds["delete-header"] = bytes([7]) + struct.pack("<I", 100) + bytes([8])
+    seeds["insert-header"] = bytes([3]) + struct.pack("<I", 64) + bytes([3]) + b"abc"
+    seeds["overwrite-data"] = bytes([0]) + struct.pack("<I", 400000) + bytes([8]) + b"\x7f" * 8
+    write_corpus("model_load", seeds)
+
+
 def main():
+    seed_tokenizer()
+    seed_chat_template()
+    seed_model_load()
     os.makedirs(OUT, exist_ok=True)
     mal = os.path.join(ROOT, "fixtures", "malformed")
     for f in sorted(os.listdir(mal)):
