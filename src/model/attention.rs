@@ -536,7 +536,7 @@ mod tests {
         };
         let mut pos = 0;
         // the cached prefix goes in one token at a time, the rest as one batch
-        for t in std::iter::repeat(1).take(n_cached).chain([n_new]) {
+        for t in std::iter::repeat_n(1, n_cached).chain([n_new]) {
             let q: Vec<f32> = (0..t * n_head * d).map(|i| val(pos * 31 + i)).collect();
             for j in pos..pos + t {
                 let k: Vec<f32> = (0..n_kv * d).map(|i| val(j * 100 + i)).collect();

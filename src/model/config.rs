@@ -257,7 +257,7 @@ impl Config {
         let final_logit_softcap = if arch.final_logit_softcapping {
             match m.f32_opt("final_logit_softcapping")? {
                 Some(c) if c.is_finite() && c > 0.0 => Some(c),
-                Some(c) if c == 0.0 => None,
+                Some(0.0) => None,
                 Some(c) => {
                     return Err(m.bad(
                         "final_logit_softcapping",
