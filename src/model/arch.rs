@@ -207,15 +207,15 @@ pub const GEMMA3: ArchSpec = ArchSpec {
     ..LLAMA
 };
 
-/// Zhipu GLM-4 (GLM-4-0414, GLM-Z1): q/k/v biases, partial rotary (`rope.dimension_count`
-/// below the head dimension) with adjacent-pair RoPE, RMSNorm of both sub-block outputs,
-/// gate and up fused in `ffn_up`.
+/// Zhipu GLM-4 (GLM-4-0414, GLM-Z1): q/k/v biases (optional, as for the reference),
+/// partial rotary (`rope.dimension_count` below the head dimension) with adjacent-pair RoPE,
+/// RMSNorm of both sub-block outputs, gate and up fused in `ffn_up`.
 pub const GLM4: ArchSpec = ArchSpec {
     name: "glm4",
     rope_style: RopeStyle::Norm,
-    attn_q_bias: Need::Required,
-    attn_k_bias: Need::Required,
-    attn_v_bias: Need::Required,
+    attn_q_bias: Need::Optional,
+    attn_k_bias: Need::Optional,
+    attn_v_bias: Need::Optional,
     attn_output_bias: Need::Absent,
     post_attention_norm: Need::Required,
     post_ffn_norm: Need::Required,
@@ -249,15 +249,15 @@ pub const PANGU_EMBEDDED: ArchSpec = ArchSpec {
     ..LLAMA
 };
 
-/// ByteDance Seed-OSS: q/k/v biases (optional output bias); the pre-FFN norm is stored as
-/// `post_attention_norm`.
+/// ByteDance Seed-OSS: q/k/v biases (optional, as for the reference, which never reads an
+/// output bias); the pre-FFN norm is stored as `post_attention_norm`.
 pub const SEED_OSS: ArchSpec = ArchSpec {
     name: "seed_oss",
     rope_style: RopeStyle::Neox,
-    attn_q_bias: Need::Required,
-    attn_k_bias: Need::Required,
-    attn_v_bias: Need::Required,
-    attn_output_bias: Need::Optional,
+    attn_q_bias: Need::Optional,
+    attn_k_bias: Need::Optional,
+    attn_v_bias: Need::Optional,
+    attn_output_bias: Need::Absent,
     rope_freqs: Need::Absent,
     ffn_norm: "post_attention_norm",
     ..LLAMA
