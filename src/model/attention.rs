@@ -20,7 +20,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::kv_cache::{KvCache, KvRows, KvType};
+use super::kv_cache::{KvCache, KvHead, KvRows, KvType};
 
 /// The largest head dimension the attention kernel supports (checked at model load).
 pub const MAX_HEAD_DIM: usize = 1024;
@@ -70,8 +70,9 @@ fn grown(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// Computes attention for `n_tokens` queries at absolute positions `pos0 ..`.
 ///
 /// `q` is `[n_tokens][n_head][head_dim_k]`, `out` is `[n_tokens][n_head][head_dim_v]`.
-/// The keys and values of positions `0 ..= pos0 + n_tokens - 1` must already be in `cache`
-/// for `layer`. `scratch` holds the tasks' results between the parallel phase and the
+/// The keys and values of every position the queries see (`0 ..= pos0 + n_tokens - 1`,
+/// or only the last `window` of them for each query) must already be in `cache` for
+/// `layer`; a sliding-window ring must be large enough to still hold them. `scratch` holds the tasks' results between the parallel phase and the
 /// scatter; it is grown as needed and can be reused across calls.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -94,7 +95,9 @@ pub fn attention(
     let group = n_head / n_kv;
     let round_q = cache.kv_type() == KvType::F16;
     let n_blocks = n_tokens.div_ceil(Q_BLOCK);
-    let n_keys = pos0 + n_tokens;
+    // Keys visible to at least one query of the batch: `keys_lo .. pos0 + n_tokens`.
+    let keys_lo = p.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
+    let n_keys = pos0 + n_tokens - keys_lo;
     let n_seg = key_segments(n_blocks * n_kv, n_keys, pool.current_num_threads());
     let seg_len = n_keys.div_ceil(n_seg);
     let rows = Q_BLOCK * group;
@@ -108,15 +111,13 @@ pub fn attention(
                 let (block, kv_head, seg) = (i / (n_kv * n_seg), i / n_seg % n_kv, i % n_seg);
                 let t0 = block * Q_BLOCK;
                 let t1 = (t0 + Q_BLOCK).min(n_tokens);
-                let last_pos = pos0 + t1 - 1;
                 let task = Task {
                     p,
                     group,
-                    keys: cache.keys(layer, kv_head, last_pos + 1),
-                    values: cache.values(layer, kv_head, last_pos + 1),
+                    kv: cache.head(layer, kv_head),
                     pos0: pos0 + t0,
                     n_q_tokens: t1 - t0,
-                    key_range: seg * seg_len..((seg + 1) * seg_len).min(n_keys),
+                    key_range: keys_lo + seg * seg_len..keys_lo + ((seg + 1) * seg_len).min(n_keys),
                 };
                 TASK_BUFS.with(|bufs| {
                     let bufs = &mut *bufs.borrow_mut();
@@ -201,8 +202,8 @@ fn key_segments(n_tasks: usize, n_keys: usize, n_threads: usize) -> usize {
 struct Task<'a> {
     p: &'a AttnParams,
     group: usize,
-    keys: KvRows<'a>,
-    values: KvRows<'a>,
+    /// The KV head's slots; positions map to slots through [`KvHead::slot`].
+    kv: KvHead<'a>,
     pos0: usize,
     n_q_tokens: usize,
     key_range: std::ops::Range<usize>,
@@ -259,9 +260,13 @@ impl Task<'_> {
         let end = (last_pos + 1).min(self.key_range.end);
         let mut j0 = self.first_key(self.pos0).max(self.key_range.start);
         while j0 < end {
-            let j1 = (j0 + KEY_CHUNK).min(end);
-            let k = rows_f32(self.keys, j0 * dk..j1 * dk, k_buf);
-            let v = rows_f32(self.values, j0 * dv..j1 * dv, v_buf);
+            // A chunk never crosses the point where a sliding-window ring wraps, so its
+            // positions sit in consecutive slots.
+            let j1 = (j0 + KEY_CHUNK).min(end).min(self.kv.run_end(j0));
+            let s0 = self.kv.slot(j0);
+            let s1 = s0 + (j1 - j0);
+            let k = rows_f32(self.kv.keys, s0 * dk..s1 * dk, k_buf);
+            let v = rows_f32(self.kv.values, s0 * dv..s1 * dv, v_buf);
             for r in 0..n_rows {
                 let pos = self.pos0 + r / self.group;
                 let lo = self.first_key(pos).max(j0);
@@ -510,5 +515,64 @@ mod tests {
         // equal scores: the mean of the visible values 2 and 3
         attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out, &mut Vec::new());
         assert_eq!(out[0], 2.5);
+    }
+
+    /// Attention with a sliding window over a ring cache (few slots, positions wrapping)
+    /// gives what it gives over a cache with a slot per position.
+    fn ring_matches_full_cache(window: usize, max_batch: usize, n_cached: usize, n_new: usize) {
+        let (n_head, n_kv, d) = (4, 2, 16);
+        let n_tok = n_cached + n_new;
+        let mut full = KvCache::new(KvType::F16, n_tok, 1, n_kv, d, d);
+        let mut ring =
+            KvCache::with_windows(KvType::F16, n_tok, &[Some(window)], max_batch, n_kv, d, d);
+        assert!(ring.slots(0) < n_tok, "this case must wrap the ring");
+        let p = AttnParams {
+            n_head,
+            n_head_kv: n_kv,
+            head_dim_k: d,
+            head_dim_v: d,
+            scale: 0.25,
+            window: Some(window),
+        };
+        let mut pos = 0;
+        // the cached prefix goes in one token at a time, the rest as one batch
+        for t in std::iter::repeat_n(1, n_cached).chain([n_new]) {
+            let q: Vec<f32> = (0..t * n_head * d).map(|i| val(pos * 31 + i)).collect();
+            for j in pos..pos + t {
+                let k: Vec<f32> = (0..n_kv * d).map(|i| val(j * 100 + i)).collect();
+                let v: Vec<f32> = (0..n_kv * d).map(|i| val(j * 100 + i + 50)).collect();
+                full.write(0, j, &k, &v);
+                ring.write(0, j, &k, &v);
+            }
+            let mut a = vec![0f32; t * n_head * d];
+            let mut b = a.clone();
+            attention(&pool(), &full, 0, &p, &q, pos, &mut a, &mut Vec::new());
+            attention(&pool(), &ring, 0, &p, &q, pos, &mut b, &mut Vec::new());
+            // equal up to f32 rounding: the ring splits a key run where it wraps, which
+            // changes when the online softmax rescales
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() < 1e-5,
+                    "batch of {t} at position {pos}: {x} vs {y}"
+                );
+            }
+            pos += t;
+        }
+    }
+
+    #[test]
+    fn sliding_window_over_a_wrapping_ring_equals_the_full_cache_in_decode() {
+        ring_matches_full_cache(8, 1, 200, 1);
+    }
+
+    #[test]
+    fn sliding_window_over_a_wrapping_ring_equals_the_full_cache_in_a_batch() {
+        // 70 + 9 - 1 = 78 slots; the batch of 70 wraps the ring mid-chunk
+        ring_matches_full_cache(9, 70, 100, 70);
+    }
+
+    #[test]
+    fn a_long_sliding_window_split_into_key_segments_matches_the_full_cache() {
+        ring_matches_full_cache(700, 1, 1500, 1);
     }
 }
