@@ -72,8 +72,9 @@ fn grown(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// `q` is `[n_tokens][n_head][head_dim_k]`, `out` is `[n_tokens][n_head][head_dim_v]`.
 /// The keys and values of every position the queries see (`0 ..= pos0 + n_tokens - 1`,
 /// or only the last `window` of them for each query) must already be in `cache` for
-/// `layer`; a sliding-window ring must be large enough to still hold them. `scratch` holds the tasks' results between the parallel phase and the
-/// scatter; it is grown as needed and can be reused across calls.
+/// `layer`; a sliding-window ring must be large enough to still hold them. `scratch`
+/// holds the tasks' results between the parallel phase and the scatter; it is grown as
+/// needed and can be reused across calls.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &rayon::ThreadPool,
