@@ -9,8 +9,8 @@
 mod model_common;
 
 use model_common::*;
-use openweight::gguf::{GgufFile, GgufWriter, Value};
-use openweight::model::{Model, ModelError};
+use openweight::gguf::{Array, GgufFile, GgufWriter, Value};
+use openweight::model::{LogitsMode, Model, ModelError};
 use openweight::tokenizer::Tokenizer;
 
 /// The synthetic models of these families, each in F32 and a Q4_K_M mix.
@@ -328,4 +328,36 @@ fn rope_scaling_kinds_are_read_and_unknown_ones_named_for_every_family() {
             "{arch}: {e}"
         );
     }
+}
+
+#[test]
+fn multi_token_prediction_blocks_after_the_decoder_are_not_run() {
+    // GLM-4.5-style files count their MTP blocks in `block_count` and name how many with
+    // `nextn_predict_layers`; the decoder is the blocks before them.
+    let extra = [("glm4.nextn_predict_layers".to_string(), Value::U32(1))];
+    let m = load_edited("glm4-f32", &["blk.1.ffn_up.weight"], keep, &extra).unwrap();
+    assert_eq!(m.config().n_layer, 1);
+    let mut s = session(&m, 4);
+    let logits = s.eval(&[1, 259, 305], LogitsMode::Last).unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()));
+
+    let extra = [("glm4.nextn_predict_layers".to_string(), Value::U32(2))];
+    let e = model_error(load_edited("glm4-f32", &[], keep, &extra));
+    assert!(
+        matches!(&e, ModelError::BadHyperparameter { key, .. } if key == "glm4.nextn_predict_layers"),
+        "{e}"
+    );
+}
+
+#[test]
+fn multimodal_rope_sections_are_rejected_naming_the_key() {
+    let extra = [(
+        "glm4.rope.dimension_sections".to_string(),
+        Value::Array(Array::I32(vec![8, 12, 12, 0])),
+    )];
+    let e = model_error(load_edited("glm4-f32", &[], keep, &extra));
+    assert!(
+        matches!(&e, ModelError::UnsupportedRopeScaling { key, .. } if key == "glm4.rope.dimension_sections"),
+        "{e}"
+    );
 }

@@ -16,7 +16,7 @@ pub struct Config {
     pub n_vocab: usize,
     /// Width of the residual stream (`embedding_length`).
     pub n_embd: usize,
-    /// Number of transformer blocks (`block_count`).
+    /// Number of transformer blocks run (`block_count` minus `nextn_predict_layers`).
     pub n_layer: usize,
     /// Hidden width of the feed-forward block (`feed_forward_length`).
     pub n_ff: usize,
@@ -190,7 +190,17 @@ impl Config {
         };
 
         let n_embd = m.count("embedding_length")?;
-        let n_layer = m.count("block_count")?;
+        // Multi-token-prediction blocks (`nextn_predict_layers`, GLM-4.5 style) are stored
+        // after the decoder blocks; plain decoding does not run them.
+        let n_block = m.count("block_count")?;
+        let n_nextn = m.u32_opt("nextn_predict_layers")?.unwrap_or(0) as usize;
+        if n_nextn >= n_block {
+            return Err(m.bad(
+                "nextn_predict_layers",
+                format!("{n_nextn} leaves none of the {n_block} blocks to decode with"),
+            ));
+        }
+        let n_layer = n_block - n_nextn;
         let n_ff = m.count("feed_forward_length")?;
         let n_head = m.count("attention.head_count")?;
         let n_head_kv = m.count_or("attention.head_count_kv", n_head)?;
@@ -381,6 +391,14 @@ fn read_rope(
         key: m.key(suffix),
         value,
     };
+    // Multimodal RoPE (sections of each head rotated by different position components, as
+    // GLM-4.1V or Qwen2-VL files describe with this key) is not implemented.
+    if let Some(v) = m.file.get(&m.key("rope.dimension_sections")) {
+        return Err(unsupported(
+            "rope.dimension_sections",
+            format!("{} (multimodal RoPE sections)", v.type_name()),
+        ));
+    }
     let factor = match m.f32_opt("rope.scaling.factor")? {
         Some(f) => f,
         None => m.f32_opt("rope.scale_linear")?.unwrap_or(1.0),
