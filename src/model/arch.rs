@@ -316,4 +316,25 @@ mod tests {
         assert_eq!(QWEN3.attn_qk_norm, Need::Required);
         assert_eq!(LLAMA.attn_qk_norm, Need::Absent);
     }
+
+    #[test]
+    fn glm4_and_ernie4_5_pair_adjacent_dims_and_pangu_and_seed_oss_pair_halves() {
+        assert_eq!(GLM4.rope_style, RopeStyle::Norm);
+        assert_eq!(ERNIE4_5.rope_style, RopeStyle::Norm);
+        assert_eq!(PANGU_EMBEDDED.rope_style, RopeStyle::Neox);
+        assert_eq!(SEED_OSS.rope_style, RopeStyle::Neox);
+    }
+
+    #[test]
+    fn only_glm4_fuses_gate_and_up_and_only_seed_oss_renames_the_ffn_norm() {
+        for a in ARCHITECTURES {
+            let fused = a.name == "glm4";
+            assert_eq!(a.ffn_layout == FfnLayout::FusedGateUp, fused, "{}", a.name);
+            let renamed = a.name == "seed_oss";
+            assert_eq!(a.ffn_norm != "ffn_norm", renamed, "{}", a.name);
+        }
+        // Seed-OSS's `post_attention_norm` is its pre-FFN norm, never an output norm.
+        assert_eq!(SEED_OSS.ffn_norm, "post_attention_norm");
+        assert_eq!(SEED_OSS.post_attention_norm, Need::Absent);
+    }
 }

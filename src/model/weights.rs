@@ -343,3 +343,53 @@ impl Weights {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+
+    /// A file holding one F32 matrix of `rows` x `cols` where element `(r, c)` is
+    /// `100 r + c`.
+    fn file_with_matrix(rows: usize, cols: usize) -> GgufFile {
+        let bytes: Vec<u8> = (0..rows * cols)
+            .flat_map(|i| ((i / cols * 100 + i % cols) as f32).to_le_bytes())
+            .collect();
+        let mut w = GgufWriter::new();
+        w.add_tensor("m", &[cols as u64, rows as u64], 0, bytes)
+            .unwrap();
+        GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_row_range_view_reads_exactly_those_rows_of_the_tensor() {
+        let (rows, cols) = (6, 32);
+        let file = file_with_matrix(rows, cols);
+        let ld = Loader {
+            file: &file,
+            arch: "test",
+        };
+        let m = ld.matrix("m", rows, cols).unwrap();
+        let upper = m.rows(3, 3);
+        assert_eq!((upper.rows, upper.cols), (3, cols));
+        assert_eq!(upper.mat(&file).data, &m.mat(&file).data[3 * cols * 4..]);
+        let mut row = vec![0f32; cols];
+        upper.dequantize_row(&file, 1, &mut row);
+        assert_eq!(row[0], 400.0);
+        assert_eq!(row[cols - 1], 400.0 + (cols - 1) as f32);
+        let lower = m.rows(0, 3);
+        lower.dequantize_row(&file, 2, &mut row);
+        assert_eq!(row[5], 205.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "row range outside the matrix")]
+    fn a_row_range_past_the_end_is_a_bug() {
+        let file = file_with_matrix(2, 32);
+        let ld = Loader {
+            file: &file,
+            arch: "test",
+        };
+        ld.matrix("m", 2, 32).unwrap().rows(1, 2);
+    }
+}
