@@ -361,3 +361,78 @@ fn multimodal_rope_sections_are_rejected_naming_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn a_key_length_other_than_n_embd_over_n_head_is_used_for_the_head_split() {
+    // Seed-OSS-36B has 80 heads of 128 over n_embd 5120. Here: the F32 synthetic model cut
+    // down to 4 query / 2 KV heads of 32 (n_embd / n_head would be 64), keeping the first
+    // rows of q/k/v and the first columns of the output projection.
+    let src = GgufFile::open(golden().join("synthetic/models/seed_oss-f32.gguf")).unwrap();
+    let (n_embd, head_dim) = (256usize, 32usize);
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if k != "general.alignment" {
+            w.add_metadata(k.clone(), v.clone()).unwrap();
+        }
+    }
+    w.add_metadata("seed_oss.attention.key_length", Value::U32(head_dim as u32))
+        .unwrap();
+    w.add_metadata(
+        "seed_oss.attention.value_length",
+        Value::U32(head_dim as u32),
+    )
+    .unwrap();
+    for t in src.tensors() {
+        let data = src.tensor_data(t);
+        let role = t.name.split('.').nth(2).unwrap_or("");
+        let kind = t.name.rsplit('.').next().unwrap_or("");
+        let rows = match role {
+            "attn_q" => Some(4 * head_dim),
+            "attn_k" | "attn_v" => Some(2 * head_dim),
+            _ => None,
+        };
+        let (ne, bytes) = match (rows, kind) {
+            (Some(r), "weight") => (
+                vec![n_embd as u64, r as u64],
+                data[..r * n_embd * 4].to_vec(),
+            ),
+            (Some(r), "bias") => (vec![r as u64], data[..r * 4].to_vec()),
+            _ if role == "attn_output" => {
+                let cols = 4 * head_dim;
+                let bytes = data
+                    .chunks_exact(n_embd * 4)
+                    .flat_map(|row| row[..cols * 4].to_vec())
+                    .collect();
+                (vec![cols as u64, n_embd as u64], bytes)
+            }
+            _ => (t.ne.clone(), data.to_vec()),
+        };
+        w.add_tensor(t.name.clone(), &ne, t.type_id, bytes).unwrap();
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    let m = Model::from_gguf(file, tokenizer).unwrap();
+    let c = m.config();
+    assert_eq!(
+        (c.n_head, c.head_dim_k, c.head_dim_v),
+        (4, head_dim, head_dim)
+    );
+    assert_eq!(c.rope.n_rot, head_dim);
+    let ids = [1, 259, 305, 267];
+    let mut batch = session(&m, ids.len());
+    let all = batch.eval(&ids, LogitsMode::All).unwrap().to_vec();
+    assert!(all.iter().all(|v| v.is_finite()));
+    // The decode path agrees with the batch path on the narrower heads.
+    let n_vocab = c.n_vocab;
+    let mut inc = session(&m, ids.len());
+    for (t, &id) in ids.iter().enumerate() {
+        let row = inc.eval(&[id], LogitsMode::Last).unwrap();
+        let want = &all[t * n_vocab..(t + 1) * n_vocab];
+        let err = row
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(err < 1e-4, "position {t}: batch vs decode rel err {err}");
+    }
+}
