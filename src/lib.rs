@@ -27,8 +27,8 @@ pub use embed::Pooling;
 pub use error::{Error, Result};
 pub use generate::{GenerateOptions, Generation, StopReason, Token};
 pub use model::{Model, Session, SessionOptions};
-pub use sample::{Sampler, SamplerBuilder};
 pub use openweight_kernels as kernels;
+pub use sample::{Sampler, SamplerBuilder};
 
 /// The README's Rust examples, compiled (and `no_run` ones type-checked) by `cargo test --doc`.
 #[cfg(doctest)]
