@@ -135,6 +135,13 @@ impl Model {
         &self.weights
     }
 
+    /// Tokenizes `text` as a prompt: special tokens such as `<|im_start|>` are parsed, and
+    /// BOS comes first if the model wants one and the text does not already start with it
+    /// (chat templates often write it). EOS is never added.
+    pub fn prompt_tokens(&self, text: &str) -> crate::Result<Vec<u32>> {
+        session::prompt_tokens(self, text, true)
+    }
+
     /// The embedding of `text` (tokenized as a prompt, BOS as the model wants): hidden
     /// states after the final norm, pooled, and scaled to unit L2 norm if `normalize`.
     /// Runs a temporary session on all cores; use [`Session::embed`] to choose the threads
