@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use model_common::*;
+use openweight::gguf::{Array, GgufFile, GgufWriter, Value};
 use openweight::model::perplexity::token_nlls;
 use openweight::model::{LogitsMode, Model};
+use openweight::tokenizer::Tokenizer;
 
 fn synthetic(name: &str) -> Model {
     let path = golden().join(format!("synthetic/models/{name}.gguf"));
@@ -279,4 +281,140 @@ fn gemma3_270m_cli_logits_with_ids_batch_and_incremental_match_the_library_and_r
             "{mode:?}: {agree}/{judged}"
         );
     }
+}
+
+/// Copies `gemma3-f32` without metadata key `drop_key` and tensor `drop_tensor`, with
+/// metadata `set` added or overriding, and loads it.
+fn load_edited(
+    drop_key: &str,
+    drop_tensor: &str,
+    set: &[(&str, Value)],
+) -> Result<Model, openweight::Error> {
+    let src = GgufFile::open(golden().join("synthetic/models/gemma3-f32.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if k == "general.alignment" || k == drop_key || set.iter().any(|(s, _)| s == k) {
+            continue;
+        }
+        w.add_metadata(k.clone(), v.clone()).unwrap();
+    }
+    for (k, v) in set {
+        w.add_metadata(k.to_string(), v.clone()).unwrap();
+    }
+    for t in src.tensors() {
+        if t.name != drop_tensor {
+            w.add_tensor(
+                t.name.clone(),
+                &t.ne,
+                t.type_id,
+                src.tensor_data(t).to_vec(),
+            )
+            .unwrap();
+        }
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    Model::from_gguf(file, tokenizer)
+}
+
+fn load_error(r: Result<Model, openweight::Error>) -> String {
+    match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("the defective file loaded"),
+    }
+}
+
+#[test]
+fn by_default_every_sixth_layer_is_global_so_both_synthetic_layers_slide() {
+    let m = synthetic("gemma3-f32");
+    let c = m.config();
+    assert_eq!(c.swa_layers, vec![true, true]);
+    assert_eq!(c.layer_window(0), Some(8));
+    assert_eq!(
+        c.rope_swa.base, 10000.0,
+        "sliding layers default to base 1e4"
+    );
+    assert_eq!(c.rope.base, 1e6);
+    assert_eq!((c.query_scale, c.kq_scale), (Some(0.125), 1.0));
+}
+
+#[test]
+fn a_sliding_window_pattern_key_overrides_the_period() {
+    let m = load_edited(
+        "",
+        "",
+        &[("gemma3.attention.sliding_window_pattern", Value::U32(2))],
+    )
+    .expect("loads");
+    assert_eq!(m.config().swa_layers, vec![true, false]);
+    assert_eq!(m.config().layer_window(1), None);
+}
+
+#[test]
+fn a_sliding_window_pattern_may_list_one_flag_per_layer() {
+    let flags = Value::Array(Array::Bool(vec![false, true]));
+    let m = load_edited(
+        "",
+        "",
+        &[("gemma3.attention.sliding_window_pattern", flags)],
+    )
+    .expect("loads");
+    assert_eq!(m.config().swa_layers, vec![false, true]);
+}
+
+#[test]
+fn an_unusable_sliding_window_pattern_is_an_error_naming_the_key() {
+    let e = load_error(load_edited(
+        "",
+        "",
+        &[(
+            "gemma3.attention.sliding_window_pattern",
+            Value::String("every other".into()),
+        )],
+    ));
+    assert!(e.contains("gemma3.attention.sliding_window_pattern"), "{e}");
+}
+
+#[test]
+fn without_a_sliding_window_every_layer_is_global() {
+    let m = load_edited("gemma3.attention.sliding_window", "", &[]).expect("loads");
+    assert_eq!(m.config().sliding_window, None);
+    assert_eq!(m.config().swa_layers, vec![false, false]);
+}
+
+#[test]
+fn rope_freq_base_swa_sets_the_sliding_layers_base() {
+    let m = load_edited("", "", &[("gemma3.rope.freq_base_swa", Value::F32(5e4))]).expect("loads");
+    assert_eq!(m.config().rope_swa.base, 5e4);
+}
+
+#[test]
+fn final_logit_softcapping_bounds_the_logits_by_c_tanh_of_logits_over_c() {
+    let ids = [1u32, 40, 41, 42];
+    let plain = synthetic("gemma3-f32");
+    let raw = session(&plain, 4)
+        .eval(&ids, LogitsMode::All)
+        .expect("eval")
+        .to_vec();
+    let capped = load_edited(
+        "",
+        "",
+        &[("gemma3.final_logit_softcapping", Value::F32(2.0))],
+    )
+    .expect("loads");
+    assert_eq!(capped.config().final_logit_softcap, Some(2.0));
+    let out = session(&capped, 4)
+        .eval(&ids, LogitsMode::All)
+        .expect("eval")
+        .to_vec();
+    for (&o, &r) in out.iter().zip(&raw) {
+        assert!(o.abs() <= 2.0);
+        assert!((o - 2.0 * (r / 2.0).tanh()).abs() < 1e-5, "{o} vs {r}");
+    }
+}
+
+#[test]
+fn a_missing_post_ffn_norm_is_an_error_naming_the_tensor() {
+    let e = load_error(load_edited("", "blk.1.post_ffw_norm.weight", &[]));
+    assert!(e.contains("blk.1.post_ffw_norm.weight"), "{e}");
 }
