@@ -135,7 +135,8 @@ impl<'m> Session<'m> {
             model,
             pool,
             kv,
-            tokens: Vec::new(),
+            // Full capacity now: generation never reallocates it (the KV cache is larger).
+            tokens: Vec::with_capacity(options.n_ctx),
             scratch: Scratch::default(),
             logits: Vec::new(),
             last_row: None,
