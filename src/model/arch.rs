@@ -337,4 +337,29 @@ mod tests {
         assert_eq!(SEED_OSS.ffn_norm, "post_attention_norm");
         assert_eq!(SEED_OSS.post_attention_norm, Need::Absent);
     }
+
+    #[test]
+    fn gemma3_has_post_norms_geglu_scaled_embeddings_prescaled_queries_and_a_window_period_of_6() {
+        assert_eq!(GEMMA3.rope_style, RopeStyle::Neox);
+        assert_eq!(GEMMA3.post_attention_norm, Need::Required);
+        assert_eq!(GEMMA3.post_ffn_norm, Need::Required);
+        assert_eq!(GEMMA3.ffn_activation, FfnActivation::GeluTanh);
+        assert_eq!(GEMMA3.embedding_scale, EmbeddingScale::SqrtNEmbd);
+        assert_eq!(GEMMA3.attn_scale, AttnScale::Gemma3Query);
+        assert_eq!(
+            (GEMMA3.swa_pattern, GEMMA3.swa_rope_base),
+            (Some(6), 10000.0)
+        );
+        assert!(GEMMA3.final_logit_softcapping);
+    }
+
+    #[test]
+    fn only_qwen3moe_has_experts_and_it_is_qwen3_attention_with_renormalised_weights() {
+        for a in ARCHITECTURES {
+            assert_eq!(a.moe.is_some(), a.name == "qwen3moe", "{}", a.name);
+        }
+        assert_eq!(QWEN3MOE.moe, Some(MoeSpec { norm_weights: true }));
+        assert_eq!(QWEN3MOE.attn_qk_norm, Need::Required);
+        assert_eq!(QWEN3MOE.rope_style, RopeStyle::Neox);
+    }
 }
