@@ -12,7 +12,7 @@
 //! [`MoeScratch`] and are reused, so a decode step allocates nothing once they have grown.
 
 use openweight_kernels::formats::format;
-use openweight_kernels::matmul::{matmul, MatRef, MatmulScratch};
+use openweight_kernels::matmul::{can_fuse, matmul, matmul_many, MatRef, MatmulScratch};
 
 use crate::gguf::GgufFile;
 
@@ -171,9 +171,18 @@ pub fn moe_ffn(
             xr.copy_from_slice(&h[t * n_embd..(t + 1) * n_embd]);
         }
         let gate = sized(&mut s.gate, m * n_ff);
-        matmul(pool, &expert(w.gate, file, e, n_expert), x, gate, mm);
         let up = sized(&mut s.up, m * n_ff);
-        matmul(pool, &expert(w.up, file, e, n_expert), x, up, mm);
+        let gate_up = [
+            expert(w.gate, file, e, n_expert),
+            expert(w.up, file, e, n_expert),
+        ];
+        if can_fuse(&gate_up) {
+            // one quantization of the gathered inputs, one pool dispatch
+            matmul_many(pool, &gate_up, x, &mut [&mut *gate, &mut *up], mm);
+        } else {
+            matmul(pool, &gate_up[0], x, gate, mm);
+            matmul(pool, &gate_up[1], x, up, mm);
+        }
         act(gate, up);
         let y = sized(&mut s.y, m * n_embd);
         matmul(pool, &expert(w.down, file, e, n_expert), gate, y, mm);
