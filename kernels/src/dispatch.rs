@@ -21,16 +21,21 @@ pub const MAX_ACT_ROWS: usize = 8;
 /// than those sizes (a caller bug, never a data-dependent condition).
 pub type DotFn = fn(w: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]);
 
-/// A [`DotFn`] that also receives the activation blocks' f16 scale fields already
-/// converted to f32, so a batch converts them once rather than once per weight row.
+/// A [`DotFn`] over several weight rows that also receives the activation blocks' f16
+/// scale fields already converted to f32, so a batch converts them once rather than once
+/// per weight row, and decode pays the call once per `w_rows` rows.
 ///
-/// Only for weights paired with Q8_0 or Q8_1 activations. `act_scales` holds, for
-/// activation row `i`, the `d` of each of its `n_blocks` blocks at `i * scale_stride`, and
-/// for Q8_1 the `s` of each block right after them (`scale_rows` builds this table). The
-/// result is bit for bit that of the set's [`DotFn`] for the same type, whose f16 fields
-/// carry the same values.
+/// Only for weights paired with Q8_0 or Q8_1 activations. `w` holds `w_rows` weight rows
+/// back to back (each `w.len() / w_rows` bytes). `out` holds `w_rows * n` values for `n`
+/// activation rows (1 ..= [`MAX_ACT_ROWS`]): `out[m * n + i]` = dot(weight row `m`,
+/// activation row `i`). `act_scales` holds, for activation row `i`, the `d` of each of its
+/// blocks at `i * scale_stride`, and for Q8_1 the `s` of each block right after them
+/// (`matmul::scale_rows` builds this table). Every result is bit for bit what the set's
+/// [`DotFn`] for the same type gives for that weight row (the f16 fields carry the same
+/// values).
 pub type ScaledDotFn = fn(
     w: &[u8],
+    w_rows: usize,
     acts: &[u8],
     act_row_bytes: usize,
     act_scales: &[f32],

@@ -10,8 +10,14 @@
 //! 3. Each job walks its weight rows in blocks of about `ROW_BLOCK_BYTES` (they stay in
 //!    L2). For each block it visits the activation rows in tiles of [`MAX_ACT_ROWS`] and
 //!    calls the dot kernel once per (weight row, tile): every weight block is unpacked once
-//!    per tile, not once per activation row. Results go straight into `y` (token-major),
-//!    each job writing only its own rectangle of it; there is no scatter pass.
+//!    per tile, not once per activation row. Kernel sets with a
+//!    [`ScaledDotFn`](crate::dispatch::ScaledDotFn) for the type (AVX2, Q8_0/Q8_1-paired
+//!    weights) get up to `SCALED_ROWS` weight rows per call and the activation scales as an
+//!    f32 table built once per matmul ([`scale_rows`]). Results go straight into `y`
+//!    (token-major), each job writing only its own rectangle of it.
+//!
+//! [`matmul_many`] runs several matrices that read the same input (q/k/v, gate/up) as one
+//! matmul: the input is quantized once and all their jobs share one pool dispatch.
 //!
 //! Small matrices (decode runs ~7 matmuls per layer, some tiny) and one-thread pools skip
 //! the pool entirely: waking it would cost more than the work.
@@ -47,6 +53,8 @@ const JOB_ROW_ALIGN: usize = 8;
 /// Weight bytes a job walks for every activation tile before moving on; sized to stay in
 /// L2 together with one tile of quantized activations.
 const ROW_BLOCK_BYTES: usize = 128 * 1024;
+/// Weight rows per [`ScaledDotFn`] call (amortises the call over many short rows in decode).
+const SCALED_ROWS: usize = 32;
 /// Alignment (and stride granularity) of the quantized activation rows.
 const ACT_ALIGN: usize = 64;
 
@@ -514,6 +522,7 @@ impl<'a> Work<'a> {
     fn run(&self, out: SharedOut<'_>, rows: Range<usize>, tokens: Range<usize>) {
         debug_assert!(rows.end <= self.rows);
         let mut tile_out = [0f32; MAX_ACT_ROWS];
+        let mut rows_out = [0f32; SCALED_ROWS * MAX_ACT_ROWS];
         let mut block_start = rows.start;
         while block_start < rows.end {
             let block = block_start..(block_start + self.row_block).min(rows.end);
@@ -527,22 +536,44 @@ impl<'a> Work<'a> {
                     // (see `Split`), so only this job touches these elements while it runs.
                     *segment = unsafe { out.segment(t0 + i, block.clone()) };
                 }
-                let tile_out = &mut tile_out[..nt];
-                for (k, r) in block.clone().enumerate() {
-                    let w_row = &self.w[r * self.w_row_bytes..(r + 1) * self.w_row_bytes];
-                    match self.scaled {
-                        Some(scaled) if self.scale_stride > 0 => scaled(
-                            w_row,
-                            acts,
-                            self.act_stride,
-                            &self.scales[t0 * self.scale_stride..(t0 + nt) * self.scale_stride],
-                            self.scale_stride,
-                            tile_out,
-                        ),
-                        _ => (self.dot)(w_row, acts, self.act_stride, tile_out),
+                match self.scaled {
+                    Some(scaled) if self.scale_stride > 0 => {
+                        // Up to SCALED_ROWS weight rows per call, results [row][token].
+                        let scales =
+                            &self.scales[t0 * self.scale_stride..(t0 + nt) * self.scale_stride];
+                        let mut k0 = 0;
+                        while k0 < block.len() {
+                            let m = (block.len() - k0).min(SCALED_ROWS);
+                            let r0 = block.start + k0;
+                            let w_rows =
+                                &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
+                            let res = &mut rows_out[..m * nt];
+                            scaled(
+                                w_rows,
+                                m,
+                                acts,
+                                self.act_stride,
+                                scales,
+                                self.scale_stride,
+                                res,
+                            );
+                            for (k, row) in res.chunks_exact(nt).enumerate() {
+                                for (segment, &v) in segments.iter_mut().zip(row) {
+                                    segment[k0 + k] = v;
+                                }
+                            }
+                            k0 += m;
+                        }
                     }
-                    for (segment, &v) in segments.iter_mut().zip(tile_out.iter()) {
-                        segment[k] = v;
+                    _ => {
+                        let tile_out = &mut tile_out[..nt];
+                        for (k, r) in block.clone().enumerate() {
+                            let w_row = &self.w[r * self.w_row_bytes..(r + 1) * self.w_row_bytes];
+                            (self.dot)(w_row, acts, self.act_stride, tile_out);
+                            for (segment, &v) in segments.iter_mut().zip(tile_out.iter()) {
+                                segment[k] = v;
+                            }
+                        }
                     }
                 }
                 t0 += nt;

@@ -1,7 +1,8 @@
 //! The scaled dot kernels (`KernelSet::scaled_dot`, used by the matmul for weights paired
 //! with Q8_0/Q8_1 activations) read the activation scales from an f32 side table instead
 //! of the blocks' f16 fields. The table carries the same values, so for every weight type
-//! and every activation-row count they must give exactly the plain dot kernel's results,
+//! and every activation-row count (and any number of weight rows per call) they must give
+//! exactly the plain dot kernel's results, one weight row at a time,
 //! which `simd_matches_scalar.rs` ties to the scalar reference.
 
 use std::io::Write;
@@ -58,6 +59,7 @@ proptest! {
         ty_index in 0..TYPES.len(),
         n_blocks in 1usize..=40,
         n_rows in 1usize..=MAX_ACT_ROWS,
+        w_rows in 1usize..=5,
         seed in any::<u64>(),
         amplitude in prop_oneof![Just(0.0f32), Just(1e-6f32), Just(1.0f32), Just(3e4f32)],
     ) {
@@ -73,7 +75,7 @@ proptest! {
         };
         let af = format(format(ty).vec_dot_type);
         let cols = n_blocks * 32;
-        let w = weights(ty, n_blocks, seed);
+        let w = weights(ty, n_blocks * w_rows, seed);
         // Activation rows with a stride larger than a row, as the matmul lays them out.
         let row_bytes = af.row_bytes(cols);
         let stride = row_bytes + 64;
@@ -98,20 +100,25 @@ proptest! {
                 &mut table[r * scale_stride..],
             );
         }
-        let mut want = vec![0f32; n_rows];
-        (set.dot(ty).expect("dot"))(&w, &acts, stride, &mut want);
-        let mut got = vec![0f32; n_rows];
-        scaled(&w, &acts, stride, &table, scale_stride, &mut got);
-        for r in 0..n_rows {
-            prop_assert_eq!(
-                got[r].to_bits(),
-                want[r].to_bits(),
-                "{} row {}: scaled {} vs plain {}",
-                ty,
-                r,
-                got[r],
-                want[r]
-            );
+        let row_bytes = w.len() / w_rows;
+        let mut got = vec![0f32; w_rows * n_rows];
+        scaled(&w, w_rows, &acts, stride, &table, scale_stride, &mut got);
+        for m in 0..w_rows {
+            let mut want = vec![0f32; n_rows];
+            (set.dot(ty).expect("dot"))(&w[m * row_bytes..(m + 1) * row_bytes], &acts, stride, &mut want);
+            for r in 0..n_rows {
+                let g = got[m * n_rows + r];
+                prop_assert_eq!(
+                    g.to_bits(),
+                    want[r].to_bits(),
+                    "{} weight row {} act row {}: scaled {} vs plain {}",
+                    ty,
+                    m,
+                    r,
+                    g,
+                    want[r]
+                );
+            }
         }
     }
 }

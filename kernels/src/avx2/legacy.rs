@@ -302,29 +302,41 @@ macro_rules! legacy_dot_fn {
 
         pub(super) fn $scaled(
             w: &[u8],
+            w_rows: usize,
             acts: &[u8],
             act_row_bytes: usize,
             act_scales: &[f32],
             scale_stride: usize,
             out: &mut [f32],
         ) {
+            assert!(
+                w_rows > 0 && w.len() % w_rows == 0 && out.len() % w_rows == 0,
+                "{} weight bytes and {} outputs do not split into {w_rows} rows",
+                w.len(),
+                out.len()
+            );
+            let row_bytes = w.len() / w_rows;
+            let n_acts = out.len() / w_rows;
             let n_blocks = check_dot_args(
-                w,
+                &w[..row_bytes],
                 weight_block_bytes($kind),
                 acts,
                 act_row_bytes,
                 act_block_bytes($kind),
-                out,
+                &out[..n_acts],
             );
-            check_scale_args(act_scales, scale_stride, out.len(), n_blocks, has_min($kind));
-            dispatch_rows!(out.len(), N => {
-                // SAFETY: avx2, fma and f16c were detected before `install` made this
-                // function reachable; `check_dot_args` and `check_scale_args` validated
-                // the slice lengths.
-                unsafe {
-                    dot_rows::<{ $kind }, N, true>(
-                        w, n_blocks, acts, act_row_bytes, act_scales, scale_stride, out,
-                    )
+            check_scale_args(act_scales, scale_stride, n_acts, n_blocks, has_min($kind));
+            dispatch_rows!(n_acts, N => {
+                for (w_row, out_row) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(N)) {
+                    // SAFETY: avx2, fma and f16c were detected before `install` made this
+                    // function reachable; every weight row has the length `check_dot_args`
+                    // validated, and `check_scale_args` validated the scale table.
+                    unsafe {
+                        dot_rows::<{ $kind }, N, true>(
+                            w_row, n_blocks, acts, act_row_bytes, act_scales, scale_stride,
+                            out_row,
+                        )
+                    }
                 }
             })
         }
