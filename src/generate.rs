@@ -218,33 +218,18 @@ impl<'s, 'm> Generation<'s, 'm> {
     /// Splits off the text that can be emitted now. Returns `true` if a stop string
     /// matched (then `held` is cleared and the text before the match is returned).
     fn release(&mut self, at_end: bool) -> (String, bool) {
-        let first_match = self
-            .options
-            .stop
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min();
-        if let Some(m) = first_match {
-            let out = self.held[..m].to_string();
-            self.held.clear();
-            return (out, true);
+        match releasable(&self.held, &self.options.stop, at_end) {
+            Release::Stop(m) => {
+                let out = self.held[..m].to_string();
+                self.held.clear();
+                (out, true)
+            }
+            Release::UpTo(cut) => {
+                let out = self.held[..cut].to_string();
+                self.held.drain(..cut);
+                (out, false)
+            }
         }
-        let cut = if at_end {
-            self.held.len()
-        } else {
-            // The earliest position whose suffix could still grow into a stop string.
-            self.held
-                .char_indices()
-                .map(|(i, _)| i)
-                .find(|&i| {
-                    let tail = &self.held[i..];
-                    self.options.stop.iter().any(|s| s.starts_with(tail))
-                })
-                .unwrap_or(self.held.len())
-        };
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        (out, false)
     }
 
     fn step(&mut self) -> Result<Option<Token>> {
@@ -312,5 +297,89 @@ impl Iterator for Generation<'_, '_> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// What part of the held-back text may be emitted.
+#[derive(Debug, PartialEq, Eq)]
+enum Release {
+    /// A stop string starts at this byte offset: emit what is before it, then stop.
+    Stop(usize),
+    /// Emit the text before this byte offset; the rest could still become a stop string.
+    UpTo(usize),
+}
+
+/// Decides how much of `held` can be emitted given the `stops` strings: everything before
+/// the earliest complete match, or else everything before the earliest position from which
+/// the text could still grow into a stop string (everything at the end of generation).
+fn releasable(held: &str, stops: &[String], at_end: bool) -> Release {
+    if let Some(m) = stops.iter().filter_map(|s| held.find(s.as_str())).min() {
+        return Release::Stop(m);
+    }
+    if at_end {
+        return Release::UpTo(held.len());
+    }
+    let cut = held
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| stops.iter().any(|s| s.starts_with(&held[i..])))
+        .unwrap_or(held.len());
+    Release::UpTo(cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stops(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn without_stop_strings_everything_is_released() {
+        assert_eq!(releasable("abc", &[], false), Release::UpTo(3));
+    }
+
+    #[test]
+    fn a_complete_match_releases_only_the_text_before_it() {
+        assert_eq!(
+            releasable("ab\nUser: hi", &stops(&["User:"]), false),
+            Release::Stop(3)
+        );
+    }
+
+    #[test]
+    fn the_earliest_of_several_matches_wins() {
+        let s = stops(&["cd", "b"]);
+        assert_eq!(releasable("abcd", &s, false), Release::Stop(1));
+    }
+
+    #[test]
+    fn a_possible_stop_prefix_at_the_end_is_held_back() {
+        let s = stops(&["\n\nUser:"]);
+        assert_eq!(releasable("Hello.\n", &s, false), Release::UpTo(6));
+        assert_eq!(releasable("Hello.\n\nUs", &s, false), Release::UpTo(6));
+        assert_eq!(releasable("Hello.\n\nUx", &s, false), Release::UpTo(10));
+    }
+
+    #[test]
+    fn the_earliest_possible_prefix_among_several_stop_strings_is_held() {
+        let s = stops(&["xyz", "yq"]);
+        // "xy" could become "xyz"; "y" alone could become "yq": hold from the "x".
+        assert_eq!(releasable("abxy", &s, false), Release::UpTo(2));
+    }
+
+    #[test]
+    fn at_the_end_a_partial_prefix_is_released() {
+        let s = stops(&["\n\nUser:"]);
+        assert_eq!(releasable("Hello.\n\nUs", &s, true), Release::UpTo(10));
+    }
+
+    #[test]
+    fn cuts_fall_on_character_boundaries() {
+        let s = stops(&["é!"]);
+        let held = "café";
+        assert_eq!(releasable(held, &s, false), Release::UpTo(3));
+        assert!(held.is_char_boundary(3));
     }
 }

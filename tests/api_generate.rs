@@ -385,3 +385,30 @@ fn embedding_an_empty_or_oversized_input_is_an_error() {
         Err(Error::Model(ModelError::ContextFull { .. }))
     ));
 }
+
+#[test]
+fn text_held_back_when_the_model_ends_its_turn_is_still_emitted() {
+    let Some(path) = smollm2_path() else { return };
+    let m = openweight::Model::open(path).unwrap();
+    let template = ChatTemplate::from_model(&m).unwrap();
+    let prompt = template
+        .render(&[ChatMessage::user("Say hello.")], true)
+        .unwrap();
+    let ids = m.prompt_tokens(&prompt).unwrap();
+    let reply = |options: GenerateOptions| {
+        let mut s = session(&m, 512, 2);
+        s.set_prompt(&ids).unwrap();
+        let mut greedy = Sampler::greedy();
+        let mut g = s.generate(&mut greedy, options.max_tokens(200));
+        let text: String = (&mut g).map(|t| t.unwrap().text_piece).collect();
+        (text, g.stop_reason())
+    };
+    let (full, reason) = reply(GenerateOptions::new());
+    assert_eq!(reason, Some(StopReason::EndOfGeneration));
+    // A stop string that begins with the reply's last character but never completes: that
+    // character is held back when the end-of-turn token comes, and must still come out.
+    let last = full.chars().last().expect("a non-empty reply");
+    let (held, reason) = reply(GenerateOptions::new().stop(format!("{last}\u{1}")));
+    assert_eq!(reason, Some(StopReason::EndOfGeneration));
+    assert_eq!(held, full);
+}
