@@ -220,3 +220,23 @@ fn embed_pooling_and_normalisation_flags_match_the_library() {
         assert!((c - l).abs() <= 1e-6 * l.abs().max(1.0), "{c} vs {l}");
     }
 }
+
+#[test]
+fn chat_reports_a_full_context_and_keeps_going() {
+    let out = with_stdin(
+        bin()
+            .args(["chat", "-t", "1", "-n", "4", "-c", "8", "-m"])
+            .arg(synthetic_path("llama-q4_0")),
+        "this message is much longer than the eight tokens of context\n/reset\n/exit\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("context is full") && stderr.contains("/reset"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("(conversation reset)"),
+        "still reading input: {stderr}"
+    );
+}
