@@ -44,8 +44,9 @@ fn apply_patches(mut data: &[u8]) -> Vec<u8> {
         let (bytes, tail) = rest.split_at(len);
         data = tail;
         let raw = u32::from_le_bytes([*o0, *o1, *o2, *o3]) as usize;
+        // The header region may be longer than a file an earlier patch truncated.
         let span = if kind & 1 != 0 {
-            header_len()
+            header_len().min(file.len())
         } else {
             file.len()
         };

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the workspace's unit and integration tests under AddressSanitizer:
+#
+#   RUSTFLAGS=-Zsanitizer=address cargo +nightly test --release --target x86_64-unknown-linux-gnu
+#
+# in its own target directory (target/asan, or $ASAN_TARGET_DIR). `--target` keeps build
+# scripts and proc macros (built for the host) uninstrumented. Release mode (the project's
+# release profile keeps line tables), so the real-model tests stay affordable under ASan.
+#
+#   tests/asan.sh [extra cargo test args...]
+#
+# Without a nightly toolchain it prints a loud SKIP and exits 0. Set ASAN_SKIP_REAL=1 to skip
+# the slowest suite (tests/model_real.rs, which runs the three real models) when time is short.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo
+    echo "************************************************************************"
+    echo "*** ASAN TESTS SKIPPED: no nightly toolchain (rustup toolchain install nightly)"
+    echo "************************************************************************"
+    echo
+    exit 0
+fi
+
+TARGET="$(rustc +nightly -vV | sed -n 's/^host: //p')"
+case "$TARGET" in
+    x86_64-unknown-linux-gnu | aarch64-unknown-linux-gnu) ;;
+    *)
+        echo "*** ASAN TESTS SKIPPED: AddressSanitizer is not set up for host $TARGET ***"
+        exit 0
+        ;;
+esac
+
+export RUSTFLAGS="-Zsanitizer=address ${RUSTFLAGS:-}"
+export RUSTDOCFLAGS="-Zsanitizer=address"
+export ASAN_OPTIONS="detect_leaks=1:detect_stack_use_after_return=1:abort_on_error=1:${ASAN_OPTIONS:-}"
+export CARGO_TARGET_DIR="${ASAN_TARGET_DIR:-$ROOT/target/asan}"
+
+run() {
+    echo "+ cargo +nightly test $*"
+    cargo +nightly test --release --target "$TARGET" "$@"
+}
+
+start=$(date +%s)
+if [[ "${ASAN_SKIP_REAL:-0}" == 1 ]]; then
+    echo "*** tests/asan.sh: ASAN_SKIP_REAL=1: the real-model suite (tests/model_real.rs) is SKIPPED ***"
+    run -p openweight-kernels --lib --tests "$@"
+    tests=()
+    for f in tests/*.rs; do
+        name="$(basename "$f" .rs)"
+        [[ "$name" == model_real ]] || tests+=(--test "$name")
+    done
+    run -p openweight --lib --bins "${tests[@]}" "$@"
+else
+    run --workspace --lib --bins --tests "$@"
+fi
+echo "tests/asan.sh: all tests passed under AddressSanitizer in $(($(date +%s) - start)) s"
