@@ -261,6 +261,23 @@ fn hundred_thousand_empty_nested_arrays_stay_within_the_bound() {
     assert_open_fails_within_bound("nested-100k-empty", &f);
 }
 
+#[test]
+fn header_only_file_with_alignment_2_pow_31_opens_without_allocating_the_padding() {
+    // Found by fuzzing: the data section of a tensor-less file may start past its end (as in
+    // the reference); nothing may be allocated for the 2 GiB of padding.
+    let _g = exclusive();
+    let mut f = header(0, 2);
+    kv_str(&mut f, "general.architecture", "llama");
+    gstr(&mut f, "general.alignment");
+    f.extend_from_slice(&T_U32.to_le_bytes());
+    f.extend_from_slice(&(1u32 << 31).to_le_bytes());
+    let (file, peak) = peak_during(|| openweight::gguf::GgufFile::from_bytes(f.clone()));
+    let file = file.expect("a header-only file with a large alignment is valid");
+    assert_eq!(file.data_offset(), 1 << 31);
+    assert!(peak <= 16 * f.len() + (1 << 20), "heap peak {peak} B");
+    assert_open_fails_within_bound("alignment-2^31-no-tensors", &f);
+}
+
 fn synthetic_model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/golden/synthetic/models/llama-q4_0.gguf")
