@@ -7,7 +7,7 @@
 - tokenizer: the golden tokenizer inputs (fixtures/golden/real/*.tokenize.jsonl texts and
   fixtures/golden/inputs/*.txt lines), each behind a selector byte for each tokenizer.
 - chat_template: a few conversations for each fixed template, and the real models' templates
-  (read from fixtures/models/ when present) as arbitrary sources (selector 0xff).
+  (read from fixtures/models/ when present) as message content (hostile Jinja-looking text).
 - model_load: the unmutated model (empty patch list) and a few single patches.
 """
 import json
@@ -132,8 +132,8 @@ def seed_chat_template():
         for m in sorted(os.listdir(models)):
             src = read_gguf_string(os.path.join(models, m), "tokenizer.chat_template")
             if src:
-                seeds[f"source-{m}"] = b"\xff\x01" + src.encode() + b"\0" + body
-    seeds["source-small"] = b"\xff\x01{% for m in messages %}{{ m.role }}{{ m.content }}{% endfor %}\0" + body
+                seeds[f"jinja-content-{m}"] = bytes([len(seeds) % 10, 1]) + b"user\0" + src.encode() + b"\0" + body
+    seeds["jinja-content-small"] = b"\x05\x01user\0{% for m in messages %}{{ m.role }}{% endfor %}\0" + body
     write_corpus("chat_template", seeds)
 
 
