@@ -436,3 +436,54 @@ fn a_key_length_other_than_n_embd_over_n_head_is_used_for_the_head_split() {
         assert!(err < 1e-4, "position {t}: batch vs decode rel err {err}");
     }
 }
+
+#[test]
+fn glm4_with_q_k_v_fused_in_attn_qkv_computes_what_the_split_file_does() {
+    // The reference's glm4 loader also accepts one `attn_qkv` (q, k, v rows stacked) with a
+    // fused bias; rebuilt from the split F32 file, it must give the same logits exactly.
+    let src = GgufFile::open(golden().join("synthetic/models/glm4-f32.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if k != "general.alignment" {
+            w.add_metadata(k.clone(), v.clone()).unwrap();
+        }
+    }
+    let bytes = |name: &str| src.tensor_data(src.tensor(name).unwrap()).to_vec();
+    for t in src.tensors() {
+        let parts: Vec<&str> = t.name.split('.').collect();
+        match parts.as_slice() {
+            ["blk", i, "attn_q", kind] => {
+                let fused: Vec<u8> = ["attn_q", "attn_k", "attn_v"]
+                    .iter()
+                    .flat_map(|r| bytes(&format!("blk.{i}.{r}.{kind}")))
+                    .collect();
+                let ne = if *kind == "weight" {
+                    vec![256, 512]
+                } else {
+                    vec![512]
+                };
+                w.add_tensor(format!("blk.{i}.attn_qkv.{kind}"), &ne, t.type_id, fused)
+                    .unwrap();
+            }
+            ["blk", _, "attn_k" | "attn_v", _] => {}
+            _ => w
+                .add_tensor(t.name.clone(), &t.ne, t.type_id, bytes(&t.name))
+                .unwrap(),
+        }
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    assert!(file.tensor("blk.0.attn_q.weight").is_none());
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    let fused = Model::from_gguf(file, tokenizer).unwrap();
+    let split = model("glm4-f32");
+    let ids = [1, 259, 305, 267, 264, 365];
+    let want = session(&split, ids.len())
+        .eval(&ids, LogitsMode::All)
+        .unwrap()
+        .to_vec();
+    let got = session(&fused, ids.len())
+        .eval(&ids, LogitsMode::All)
+        .unwrap()
+        .to_vec();
+    assert_eq!(got, want);
+}

@@ -123,6 +123,9 @@ pub struct ArchSpec {
     /// except where a converter stores it under another name (seed_oss:
     /// `"post_attention_norm"`, which then is not a norm of the attention output).
     pub ffn_norm: &'static str,
+    /// A fused `blk.N.attn_qkv` (q, k and v rows stacked, with an optional fused
+    /// `attn_qkv.bias`) accepted in place of `attn_q`/`attn_k`/`attn_v` (glm4).
+    pub attn_qkv: Need,
 }
 
 /// Llama 1/2/3, Mistral-style dense models, SmolLM2.
@@ -147,6 +150,7 @@ pub const LLAMA: ArchSpec = ArchSpec {
     moe: None,
     ffn_layout: FfnLayout::Split,
     ffn_norm: "ffn_norm",
+    attn_qkv: Need::Absent,
 };
 
 /// Qwen2 / Qwen2.5 (and DeepSeek-R1-Distill-Qwen): q/k/v biases, NEOX RoPE.
@@ -209,7 +213,7 @@ pub const GEMMA3: ArchSpec = ArchSpec {
 
 /// Zhipu GLM-4 (GLM-4-0414, GLM-Z1): q/k/v biases (optional, as for the reference),
 /// partial rotary (`rope.dimension_count` below the head dimension) with adjacent-pair RoPE,
-/// RMSNorm of both sub-block outputs, gate and up fused in `ffn_up`.
+/// RMSNorm of both sub-block outputs, gate and up fused in `ffn_up`, q/k/v optionally fused.
 pub const GLM4: ArchSpec = ArchSpec {
     name: "glm4",
     rope_style: RopeStyle::Norm,
@@ -221,6 +225,7 @@ pub const GLM4: ArchSpec = ArchSpec {
     post_ffn_norm: Need::Required,
     rope_freqs: Need::Absent,
     ffn_layout: FfnLayout::FusedGateUp,
+    attn_qkv: Need::Optional,
     ..LLAMA
 };
 

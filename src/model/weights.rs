@@ -269,6 +269,31 @@ impl Weights {
         for i in 0..config.n_layer {
             let n = |role: &str| format!("blk.{i}.{role}");
             let hd = config.head_dim_k;
+            let fused_qkv = ld.find(&n("attn_qkv.weight"), a.attn_qkv)?;
+            let (wq, wk, wv, bq, bk, bv) = if let Some(info) = fused_qkv {
+                // One tensor of q, k and v rows stacked in that order (and its bias).
+                let qkv = ld.matrix_from(info, q_dim + k_dim + v_dim, n_embd)?;
+                let b = ld.vector(&n("attn_qkv.bias"), qkv.rows, Need::Optional)?;
+                let part =
+                    |start: usize, len: usize| b.as_ref().map(|b| b[start..start + len].to_vec());
+                (
+                    qkv.rows(0, q_dim),
+                    qkv.rows(q_dim, k_dim),
+                    qkv.rows(q_dim + k_dim, v_dim),
+                    part(0, q_dim),
+                    part(q_dim, k_dim),
+                    part(q_dim + k_dim, v_dim),
+                )
+            } else {
+                (
+                    ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?,
+                    ld.matrix(&n("attn_k.weight"), k_dim, n_embd)?,
+                    ld.matrix(&n("attn_v.weight"), v_dim, n_embd)?,
+                    ld.vector(&n("attn_q.bias"), q_dim, a.attn_q_bias)?,
+                    ld.vector(&n("attn_k.bias"), k_dim, a.attn_k_bias)?,
+                    ld.vector(&n("attn_v.bias"), v_dim, a.attn_v_bias)?,
+                )
+            };
             let (w_gate, w_up, w_down, ffn_gate_inp) = if let Some(moe) = &config.moe {
                 let (ne, nf) = (moe.n_expert, moe.n_ff_exp);
                 (
@@ -293,13 +318,13 @@ impl Weights {
             };
             layers.push(LayerWeights {
                 attn_norm: ld.required_vector(&n("attn_norm.weight"), n_embd)?,
-                wq: ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?,
-                wk: ld.matrix(&n("attn_k.weight"), k_dim, n_embd)?,
-                wv: ld.matrix(&n("attn_v.weight"), v_dim, n_embd)?,
+                wq,
+                wk,
+                wv,
                 wo: ld.matrix(&n("attn_output.weight"), n_embd, o_dim)?,
-                bq: ld.vector(&n("attn_q.bias"), q_dim, a.attn_q_bias)?,
-                bk: ld.vector(&n("attn_k.bias"), k_dim, a.attn_k_bias)?,
-                bv: ld.vector(&n("attn_v.bias"), v_dim, a.attn_v_bias)?,
+                bq,
+                bk,
+                bv,
                 bo: ld.vector(&n("attn_output.bias"), n_embd, a.attn_output_bias)?,
                 q_norm: ld.vector(&n("attn_q_norm.weight"), hd, a.attn_qk_norm)?,
                 k_norm: ld.vector(&n("attn_k_norm.weight"), hd, a.attn_qk_norm)?,
