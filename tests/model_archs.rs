@@ -487,3 +487,29 @@ fn glm4_with_q_k_v_fused_in_attn_qkv_computes_what_the_split_file_does() {
         .to_vec();
     assert_eq!(got, want);
 }
+
+#[test]
+fn ernie4_5_ignores_an_attention_output_bias_in_the_file_as_the_reference_does() {
+    // The synthetic file carries `attn_output.bias`; the reference's graph never adds it,
+    // and the golden logits above are only matched without it.
+    let m = model("ernie4_5-f32");
+    assert!(m.gguf().tensor("blk.0.attn_output.bias").is_some());
+    assert!(m.weights().layers.iter().all(|l| l.bo.is_none()));
+    // Tied: the LM head is the embedding table.
+    assert!(m.gguf().tensor("output.weight").is_none());
+    assert_eq!(m.weights().output.info.name, "token_embd.weight");
+}
+
+#[test]
+fn seed_oss_normalises_the_ffn_input_with_its_post_attention_norm_tensor() {
+    let m = model("seed_oss-f32");
+    let f = m.gguf();
+    let stored = f.tensor("blk.1.post_attention_norm.weight").unwrap();
+    let mut want = vec![0f32; 256];
+    for (v, b) in want.iter_mut().zip(f.tensor_data(stored).chunks_exact(4)) {
+        *v = f32::from_le_bytes(b.try_into().unwrap());
+    }
+    let l = &m.weights().layers[1];
+    assert_eq!(l.ffn_norm, want);
+    assert!(l.post_attn_norm.is_none());
+}
