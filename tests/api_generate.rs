@@ -412,3 +412,45 @@ fn text_held_back_when_the_model_ends_its_turn_is_still_emitted() {
     assert_eq!(reason, Some(StopReason::EndOfGeneration));
     assert_eq!(held, full);
 }
+
+/// The largest sliding window of a model's layers, if it has any.
+fn largest_window(m: &openweight::Model) -> Option<usize> {
+    (0..m.config().n_layer)
+        .filter_map(|l| m.config().layer_window(l))
+        .max()
+}
+
+#[test]
+fn prefix_reuse_with_sliding_window_layers_matches_a_fresh_evaluation() {
+    let m = synthetic("gemma3-q4_k_m");
+    let window = largest_window(&m).expect("gemma3 has sliding-window layers");
+    let n_vocab = m.config().n_vocab;
+    let max_batch = openweight::model::MAX_BATCH;
+    let first = ids(window + max_batch + 40, n_vocab, 14);
+    let n_ctx = first.len() + 16;
+    // Cut back a little (the ring still holds what the new tokens see) and a lot (it does
+    // not: the session must start over rather than attend to overwritten keys).
+    for keep in [first.len() - 10, first.len() - max_batch - 20] {
+        let mut second = first[..keep].to_vec();
+        second.extend(ids(5, n_vocab, 15));
+        let mut reused = session(&m, n_ctx, 2);
+        reused.set_prompt(&first).unwrap();
+        let before = reused.n_evaluated();
+        let got = reused.set_prompt(&second).unwrap().to_vec();
+        let evaluated = reused.n_evaluated() - before;
+        let mut fresh = session(&m, n_ctx, 2);
+        let want = fresh.set_prompt(&second).unwrap();
+        let d = max_rel_diff(&got, want);
+        eprintln!("keep {keep}: evaluated {evaluated}, max rel diff {d:.2e}");
+        assert!(
+            d <= 1e-4,
+            "keep {keep}: reuse differs from a fresh evaluation by {d}"
+        );
+        let expected = if first.len() - keep <= max_batch {
+            5
+        } else {
+            second.len() as u64
+        };
+        assert_eq!(evaluated, expected, "keep {keep}");
+    }
+}

@@ -211,6 +211,15 @@ impl KvCache {
         self.n_ctx
     }
 
+    /// Whether a sequence holding positions `0..n_past` can be cut back to its first
+    /// `n_keep` positions and continued from there: a ring layer has overwritten keys that
+    /// position `n_keep` must see once more than `max_batch` positions were written after it.
+    pub fn can_truncate(&self, n_past: usize, n_keep: usize) -> bool {
+        n_keep == 0
+            || n_past.saturating_sub(n_keep) <= self.max_batch
+            || self.layers.iter().all(|l| !l.ring)
+    }
+
     /// The largest batch a forward call may write at once (sliding-window rings are sized
     /// for it).
     pub fn max_batch(&self) -> usize {

@@ -181,10 +181,18 @@ impl<'m> Session<'m> {
     }
 
     /// Forgets every token after the first `n` (no-op if the cache holds `n` or fewer).
-    /// The next evaluation continues from position `n`.
+    /// The next evaluation continues from position `n`, or from 0 if the cache cannot be
+    /// rewound that far: a sliding-window layer keeps a ring of recent keys, and once more
+    /// than [`MAX_BATCH`] tokens were written after position `n`, the keys position `n`
+    /// must see are gone. [`Session::n_past`] tells where it continues.
     pub fn truncate(&mut self, n: usize) {
         if n < self.tokens.len() {
-            self.tokens.truncate(n);
+            let keep = if self.kv.can_truncate(self.tokens.len(), n) {
+                n
+            } else {
+                0
+            };
+            self.tokens.truncate(keep);
             self.last_row = None;
         }
     }
@@ -276,7 +284,8 @@ impl<'m> Session<'m> {
             common
         };
         self.truncate(common);
-        Ok(self.eval(&tokens[common..], LogitsMode::Last)?)
+        let kept = self.tokens.len().min(common);
+        Ok(self.eval(&tokens[kept..], LogitsMode::Last)?)
     }
 
     /// [`Session::set_prompt`] for text, tokenized as in [`Session::feed_text`] (with BOS as
