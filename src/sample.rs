@@ -24,6 +24,9 @@
 //! assert_eq!(Sampler::greedy().sample(&logits), 1);
 //! ```
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
 /// SplitMix64: a tiny, well-mixed 64-bit generator (enough for sampling; not cryptographic).
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -164,6 +167,7 @@ impl SamplerBuilder {
             rng: Rng::new(self.seed),
             candidates: Vec::new(),
             counts: Vec::new(),
+            heap: BinaryHeap::new(),
         }
     }
 }
@@ -177,6 +181,8 @@ pub struct Sampler {
     candidates: Vec<(f32, u32)>,
     /// Sorted copy of the penalty window, for counting.
     counts: Vec<u32>,
+    /// The worst of the best `top_k` so far on top, for [`top_k_scan`].
+    heap: BinaryHeap<Reverse<Ranked>>,
 }
 
 impl Sampler {
@@ -230,8 +236,14 @@ impl Sampler {
             return argmax(logits);
         }
         let c = &mut self.candidates;
-        c.clear();
-        c.extend(logits.iter().enumerate().map(|(i, &v)| (v, i as u32)));
+        if !penalise && !greedy && s.top_k > 0 && s.top_k.saturating_mul(8) < logits.len() {
+            // A small top-k of a large vocabulary: one pass with a heap instead of copying
+            // and partitioning the whole row (same set, same order).
+            top_k_scan(logits, s.top_k, &mut self.heap, c);
+        } else {
+            c.clear();
+            c.extend(logits.iter().enumerate().map(|(i, &v)| (v, i as u32)));
+        }
         if penalise {
             apply_penalties(c, window, &mut self.counts, &s);
         }
@@ -262,8 +274,51 @@ impl Sampler {
 }
 
 /// Candidates sorted by logit, highest first (lowest id first on ties).
-fn by_logit_desc(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+fn by_logit_desc(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// A `(logit, id)` candidate ordered by preference: a higher logit is greater, and on equal
+/// logits the lower id is greater (the order of [`by_logit_desc`], reversed).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Ranked(f32, u32);
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> Ordering {
+        by_logit_desc(&(other.0, other.1), &(self.0, self.1))
+    }
+}
+
+/// Writes the `k` (`>= 1`) best `(logit, id)` pairs of `logits` to `out`, highest first:
+/// the same result as sorting the whole row and keeping `k`, in one pass.
+fn top_k_scan(
+    logits: &[f32],
+    k: usize,
+    heap: &mut BinaryHeap<Reverse<Ranked>>,
+    out: &mut Vec<(f32, u32)>,
+) {
+    heap.clear();
+    for (i, &v) in logits.iter().enumerate() {
+        let r = Ranked(v, i as u32);
+        if heap.len() < k {
+            heap.push(Reverse(r));
+        } else if let Some(mut worst) = heap.peek_mut() {
+            if r > worst.0 {
+                *worst = Reverse(r);
+            }
+        }
+    }
+    out.clear();
+    out.extend(heap.drain().map(|Reverse(Ranked(v, id))| (v, id)));
+    out.sort_unstable_by(by_logit_desc);
 }
 
 /// Repetition, frequency and presence penalties for the tokens in `window`. `c` is indexed
@@ -506,6 +561,33 @@ mod tests {
             .repetition_penalty(0.0)
             .build();
         assert!(g.sample_with_history(&[1.0, 2.0], &[1]) < 2);
+    }
+
+    #[test]
+    fn the_one_pass_top_k_equals_sorting_the_whole_row() {
+        let mut rng = Rng::new(5);
+        let mut heap = BinaryHeap::new();
+        let mut fast = Vec::new();
+        for (n, k) in [(1000, 1), (1000, 40), (517, 64), (64, 63)] {
+            // Few distinct values, so ties are everywhere; a NaN and infinities too.
+            let mut logits: Vec<f32> = (0..n).map(|_| (rng.next_u64() % 13) as f32).collect();
+            logits[7] = f32::INFINITY;
+            logits[9] = f32::NEG_INFINITY;
+            logits[11] = f32::NAN;
+            top_k_scan(&logits, k, &mut heap, &mut fast);
+            let mut all: Vec<(f32, u32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (v, i as u32))
+                .collect();
+            top_k(&mut all, k);
+            let same = fast.len() == all.len()
+                && fast
+                    .iter()
+                    .zip(&all)
+                    .all(|(a, b)| a.1 == b.1 && a.0.to_bits() == b.0.to_bits());
+            assert!(same, "n {n} k {k}");
+        }
     }
 
     #[test]
