@@ -197,6 +197,127 @@ pub fn moe_ffn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::GgufWriter;
+
+    fn val(i: usize) -> f32 {
+        ((i * 7919 % 101) as f32 / 101.0 - 0.5) * 0.5
+    }
+
+    /// A file with F32 router and stacked experts (`n_expert` of them, `n_ff` x `n_embd`).
+    fn experts_file(n_embd: usize, n_ff: usize, n_expert: usize) -> GgufFile {
+        let mut w = GgufWriter::new();
+        let mut seed = 0;
+        let mut add = |name: &str, ne: &[u64]| {
+            let n: u64 = ne.iter().product();
+            let bytes: Vec<u8> = (0..n as usize)
+                .flat_map(|i| val(seed + i).to_le_bytes())
+                .collect();
+            seed += 1000;
+            w.add_tensor(name.to_string(), ne, 0, bytes).unwrap();
+        };
+        let (e, f, x) = (n_expert as u64, n_ff as u64, n_embd as u64);
+        add("router", &[x, e]);
+        add("gate", &[x, f * e]);
+        add("up", &[x, f * e]);
+        add("down", &[f, x * e]);
+        GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+    }
+
+    fn matrix(file: &GgufFile, name: &str) -> Matrix {
+        let info = file.tensor(name).unwrap().clone();
+        let (cols, rows) = (info.ne[0] as usize, info.ne[1] as usize);
+        Matrix {
+            info,
+            ty: openweight_kernels::GgmlType::F32,
+            rows,
+            cols,
+        }
+    }
+
+    /// `sum_e w_e * down_e(silu(gate_e x) * up_e x)` over every expert, with the weights of
+    /// the unselected experts zero: what routing must give, computed densely in f64.
+    fn dense_reference(file: &GgufFile, cfg: &MoeConfig, x: &[f32]) -> Vec<f64> {
+        let [r, g, u, d] = ["router", "gate", "up", "down"].map(|n| matrix(file, n));
+        let row = |m: &Matrix, i: usize| -> Vec<f64> {
+            let mut out = vec![0f32; m.cols];
+            m.dequantize_row(file, i, &mut out);
+            out.into_iter().map(f64::from).collect()
+        };
+        let dot = |a: &[f64], b: &[f32]| a.iter().zip(b).map(|(p, &q)| p * q as f64).sum::<f64>();
+        let logits: Vec<f64> = (0..cfg.n_expert).map(|e| dot(&row(&r, e), x)).collect();
+        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+        let mut probs: Vec<(usize, f64)> = logits
+            .iter()
+            .map(|l| (l - max).exp() / z)
+            .enumerate()
+            .collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let chosen = &probs[..cfg.n_expert_used];
+        let total: f64 = chosen.iter().map(|c| c.1).sum();
+        let n_embd = x.len();
+        let mut out = vec![0f64; n_embd];
+        for &(e, p) in chosen {
+            let h: Vec<f32> = (0..cfg.n_ff_exp)
+                .map(|j| {
+                    let gv = dot(&row(&g, e * cfg.n_ff_exp + j), x);
+                    let uv = dot(&row(&u, e * cfg.n_ff_exp + j), x);
+                    (gv / (1.0 + (-gv).exp()) * uv) as f32
+                })
+                .collect();
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += p / total * dot(&row(&d, e * n_embd + i), &h);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn routed_experts_grouped_by_expert_equal_the_dense_weighted_sum_per_token() {
+        let (n_embd, n_ff, n_expert, n_tok) = (32, 16, 6, 7);
+        let file = experts_file(n_embd, n_ff, n_expert);
+        let cfg = MoeConfig {
+            n_expert,
+            n_expert_used: 2,
+            n_ff_exp: n_ff,
+            norm_weights: true,
+        };
+        let [r, g, u, d] = ["router", "gate", "up", "down"].map(|n| matrix(&file, n));
+        let experts = Experts {
+            router: &r,
+            gate: &g,
+            up: &u,
+            down: &d,
+        };
+        let x: Vec<f32> = (0..n_tok * n_embd)
+            .map(|i| ((i as u64 * 2_654_435_761 >> 7) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let silu = |g: &mut [f32], u: &[f32]| {
+            for (a, &b) in g.iter_mut().zip(u) {
+                *a = *a / (1.0 + (-*a).exp()) * b;
+            }
+        };
+        let mut out = vec![0f32; n_tok * n_embd];
+        let (mut s, mut mm) = (MoeScratch::default(), MatmulScratch::default());
+        moe_ffn(
+            &pool, &file, experts, &cfg, &silu, &x, &mut out, &mut s, &mut mm,
+        );
+        for t in 0..n_tok {
+            let want = dense_reference(&file, &cfg, &x[t * n_embd..(t + 1) * n_embd]);
+            for (o, w) in out[t * n_embd..(t + 1) * n_embd].iter().zip(&want) {
+                assert!((*o as f64 - w).abs() < 1e-4, "token {t}: {o} vs {w}");
+            }
+        }
+        // the batch used several experts, each once
+        let used = (0..n_expert)
+            .filter(|&e| s.group_start[e + 1] > s.group_start[e])
+            .count();
+        assert!(used > 2, "the tokens should spread over experts");
+    }
 
     #[test]
     fn softmax_sums_to_one_and_keeps_the_order() {
