@@ -355,7 +355,10 @@ mod tests {
             (GEMMA3.swa_pattern, GEMMA3.swa_rope_base),
             (Some(6), 10000.0)
         );
-        assert!(GEMMA3.final_logit_softcapping);
+        for a in ARCHITECTURES {
+            let gemma = a.name == "gemma3";
+            assert_eq!(a.final_logit_softcapping, gemma, "{}", a.name);
+        }
     }
 
     #[test]

@@ -290,7 +290,7 @@ mod tests {
             down: &d,
         };
         let x: Vec<f32> = (0..n_tok * n_embd)
-            .map(|i| ((i as u64 * 2_654_435_761 >> 7) % 1000) as f32 / 250.0 - 2.0)
+            .map(|i| (((i as u64 * 2_654_435_761) >> 7) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
