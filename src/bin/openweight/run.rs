@@ -78,7 +78,9 @@ pub fn run(args: Args) -> Result<()> {
             .and_then(|_| stdout.flush())
             .map_err(&io_err)?;
     }
-    writeln!(stdout).map_err(&io_err)?;
+    writeln!(stdout)
+        .and_then(|_| stdout.flush())
+        .map_err(&io_err)?;
     let total_secs = start.elapsed().as_secs_f64();
     let gen_secs = total_secs - first_token_secs.unwrap_or(total_secs);
     // The first token came with the prefill; each later one took a decode step.
