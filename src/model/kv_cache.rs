@@ -231,19 +231,6 @@ impl KvCache {
         self.layers[layer].slots
     }
 
-    /// The shortest prefix of a sequence of `n_past` cached tokens that can be kept and
-    /// continued from: a sliding-window ring has overwritten keys that positions before it
-    /// still need (0 when no layer is a ring).
-    pub fn rewind_floor(&self, n_past: usize) -> usize {
-        if self.layers.iter().any(|l| l.ring) {
-            // A ring of `window - 1 + max_batch` slots still holds what a continuation from
-            // `n_past - max_batch` onwards sees.
-            n_past.saturating_sub(self.max_batch)
-        } else {
-            0
-        }
-    }
-
     /// Stores the keys and values of one token: `k` holds `n_head_kv * head_dim_k` values
     /// (head after head), `v` holds `n_head_kv * head_dim_v`.
     pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {

@@ -277,12 +277,6 @@ impl<'m> Session<'m> {
             .take_while(|(a, b)| a == b)
             .count()
             .min(tokens.len() - 1);
-        // A sliding-window ring may already have overwritten keys the kept prefix needs.
-        let common = if common < self.kv.rewind_floor(self.tokens.len()) {
-            0
-        } else {
-            common
-        };
         self.truncate(common);
         let kept = self.tokens.len().min(common);
         Ok(self.eval(&tokens[kept..], LogitsMode::Last)?)
