@@ -257,7 +257,7 @@ impl Config {
             AttnScale::InvSqrtHeadDim => (None, 1.0 / (head_dim_k as f32).sqrt()),
             AttnScale::Gemma3Query => {
                 let d = if n_layer == 62 {
-                    (n_embd / n_head) as f32
+                    (n_embd / n_head).max(1) as f32
                 } else {
                     head_dim_k as f32
                 };
