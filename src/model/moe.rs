@@ -158,8 +158,12 @@ pub fn moe_ffn(
         s.next[e] += 1;
     }
 
-    // Each selected expert once, over all its tokens.
     out.fill(0.0);
+    if n == 1 {
+        decode_experts(pool, file, w, cfg, act, h, out, s, mm);
+        return;
+    }
+    // Each selected expert once, over all its tokens.
     for e in 0..n_expert {
         let group = &s.order[s.group_start[e]..s.group_start[e + 1]];
         let m = group.len();
@@ -190,6 +194,69 @@ pub fn moe_ffn(
             for (o, &v) in out[t * n_embd..(t + 1) * n_embd].iter_mut().zip(yr) {
                 *o += v * wt;
             }
+        }
+    }
+}
+
+/// [`moe_ffn`] for one token: every selected expert reads the same input, so the gate and
+/// up projections of two experts at a time go through one fused matmul (input quantized
+/// once, one pool dispatch); the outputs are summed in selection order.
+#[allow(clippy::too_many_arguments)]
+fn decode_experts(
+    pool: &rayon::ThreadPool,
+    file: &GgufFile,
+    w: Experts<'_>,
+    cfg: &MoeConfig,
+    act: &dyn Fn(&mut [f32], &[f32]),
+    h: &[f32],
+    out: &mut [f32],
+    s: &mut MoeScratch,
+    mm: &mut MatmulScratch,
+) {
+    let (n_expert, k, n_ff) = (cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp);
+    let chosen = &s.chosen[..k];
+    let gate = sized(&mut s.gate, k * n_ff);
+    let up = sized(&mut s.up, k * n_ff);
+    let ex = |m: &Matrix, e: usize| expert(m, file, e, n_expert);
+    for ((pair, g2), u2) in chosen
+        .chunks(2)
+        .zip(gate.chunks_mut(2 * n_ff))
+        .zip(up.chunks_mut(2 * n_ff))
+    {
+        match *pair {
+            [(a, _), (b, _)] => {
+                let ws = [ex(w.gate, a), ex(w.up, a), ex(w.gate, b), ex(w.up, b)];
+                let (ga, gb) = g2.split_at_mut(n_ff);
+                let (ua, ub) = u2.split_at_mut(n_ff);
+                let mut ys = [ga, ua, gb, ub];
+                if can_fuse(&ws) {
+                    matmul_many(pool, &ws, h, &mut ys, mm);
+                } else {
+                    for (wm, y) in ws.iter().zip(ys.iter_mut()) {
+                        matmul(pool, wm, h, y, mm);
+                    }
+                }
+            }
+            [(a, _)] => {
+                let ws = [ex(w.gate, a), ex(w.up, a)];
+                let mut ys = [g2, u2];
+                if can_fuse(&ws) {
+                    matmul_many(pool, &ws, h, &mut ys, mm);
+                } else {
+                    for (wm, y) in ws.iter().zip(ys.iter_mut()) {
+                        matmul(pool, wm, h, y, mm);
+                    }
+                }
+            }
+            _ => unreachable!("chunks of one or two"),
+        }
+    }
+    act(gate, up);
+    let y = sized(&mut s.y, out.len());
+    for (&(e, wt), g) in chosen.iter().zip(gate.chunks_exact(n_ff)) {
+        matmul(pool, &ex(w.down, e), g, y, mm);
+        for (o, &v) in out.iter_mut().zip(y.iter()) {
+            *o += v * wt;
         }
     }
 }
@@ -274,11 +341,12 @@ mod tests {
 
     #[test]
     fn routed_experts_grouped_by_expert_equal_the_dense_weighted_sum_per_token() {
+        // three experts per token: decode fuses a pair and a lone expert
         let (n_embd, n_ff, n_expert, n_tok) = (32, 16, 6, 7);
         let file = experts_file(n_embd, n_ff, n_expert);
         let cfg = MoeConfig {
             n_expert,
-            n_expert_used: 2,
+            n_expert_used: 3,
             n_ff_exp: n_ff,
             norm_weights: true,
         };
@@ -317,6 +385,18 @@ mod tests {
             .filter(|&e| s.group_start[e + 1] > s.group_start[e])
             .count();
         assert!(used > 2, "the tokens should spread over experts");
+        // one token at a time (the decode path, experts fused in pairs) gives the same
+        for t in 0..n_tok {
+            let xt = &x[t * n_embd..(t + 1) * n_embd];
+            let mut one = vec![0f32; n_embd];
+            moe_ffn(
+                &pool, &file, experts, &cfg, &silu, xt, &mut one, &mut s, &mut mm,
+            );
+            let want = dense_reference(&file, &cfg, xt);
+            for (o, w) in one.iter().zip(&want) {
+                assert!((*o as f64 - w).abs() < 1e-4, "decode token {t}: {o} vs {w}");
+            }
+        }
     }
 
     #[test]
