@@ -8,7 +8,8 @@
 //!
 //! Only the selected experts are computed. The tokens of a batch are grouped by expert, so
 //! each expert's matrices (zero-copy views into the stacked 3-D tensors) are streamed once
-//! per batch, as one GEMM over the tokens that chose it. All buffers live in
+//! per batch, as one GEMM over the tokens that chose it; a single token (decode) runs the
+//! gate and up projections of two experts at a time as one fused matmul. All buffers live in
 //! [`MoeScratch`] and are reused, so a decode step allocates nothing once they have grown.
 
 use openweight_kernels::formats::format;
