@@ -95,7 +95,8 @@ impl KernelSet {
         self.dots[weight.id() as usize] = Some(f);
     }
 
-    /// Sets the scaled dot kernel for `weight`.
+    /// Sets the scaled dot kernel for `weight` (only the AVX2 set has such kernels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn set_scaled_dot(&mut self, weight: GgmlType, f: ScaledDotFn) {
         self.scaled_dots[weight.id() as usize] = Some(f);
     }
