@@ -9,8 +9,12 @@
 #
 #   tests/asan.sh [extra cargo test args...]
 #
-# Without a nightly toolchain it prints a loud SKIP and exits 0. Set ASAN_SKIP_REAL=1 to skip
-# the slowest suite (tests/model_real.rs, which runs the three real models) when time is short.
+# Without a nightly toolchain it prints a loud SKIP and exits 0. Set ASAN_SKIP_SLOW=1 to skip
+# the real-model perplexity tests (`*perplexity_is_within*`, in tests/model_real.rs and
+# tests/model_gemma3.rs: about 5 of the 7 minutes of test time under ASan) when CI time is short.
+#
+# Measured here (2 cores shared with 6 other jobs, load average ~15): build 10 min (dependencies
+# already built), tests 7.3 min, all passing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,15 +49,9 @@ run() {
 }
 
 start=$(date +%s)
-if [[ "${ASAN_SKIP_REAL:-0}" == 1 ]]; then
-    echo "*** tests/asan.sh: ASAN_SKIP_REAL=1: the real-model suite (tests/model_real.rs) is SKIPPED ***"
-    run -p openweight-kernels --lib --tests "$@"
-    tests=()
-    for f in tests/*.rs; do
-        name="$(basename "$f" .rs)"
-        [[ "$name" == model_real ]] || tests+=(--test "$name")
-    done
-    run -p openweight --lib --bins "${tests[@]}" "$@"
+if [[ "${ASAN_SKIP_SLOW:-0}" == 1 ]]; then
+    echo "*** tests/asan.sh: ASAN_SKIP_SLOW=1: the real-model perplexity tests are SKIPPED ***"
+    run --workspace --lib --bins --tests "$@" -- --skip perplexity_is_within
 else
     run --workspace --lib --bins --tests "$@"
 fi

@@ -46,7 +46,8 @@ const HOSTILE: &[&str] = &[
     // Role-driven branching with filters applied to user content.
     "{% for m in messages %}{{ m.role | upper }}:{{ m.content | trim | replace('a', m.content) \
      }}{{ m.content | tojson }}{% if m.role == 'system' %}{{ m.content * 1000 }}{% endif %}\
-     {% endfor %}{% if add_generation_prompt %}{{ strftime_now('%Y-%m-%d %H:%M:%S %%') }}{% endif %}",
+     {% endfor %}{% if add_generation_prompt %}{{ strftime_now('%Y-%m-%d %H:%M:%S %%') }}\
+     {% endif %}",
 ];
 
 struct Templates {

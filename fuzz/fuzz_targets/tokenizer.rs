@@ -6,8 +6,9 @@
 //! vocabulary; streaming decode concatenates to `decode`; byte-level BPE without special-token
 //! parsing gives back the input's bytes in order, possibly with some dropped (the reference
 //! drops bytes whose byte-level character is not in the vocabulary, e.g. `\x04` in SmolLM2),
-//! and exactly the input when it is printable ASCII, spaces and newlines; arbitrary ids (taken from the input bytes,
-//! including ids past the vocabulary) decode and stream-decode without panicking and agree.
+//! and exactly the input when it is printable ASCII, spaces and newlines; arbitrary ids (taken
+//! from the input bytes, including ids past the vocabulary) decode and stream-decode without
+//! panicking and agree.
 //!
 //! Run from the repository root: `python3 fuzz/seed.py`, then
 //! `cargo +nightly fuzz run tokenizer -- -max_total_time=600 -max_len=4096`.
