@@ -85,7 +85,10 @@ fn templates() -> &'static Templates {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
+// Loading happens before fuzzing starts, outside the per-input timeout.
+fuzz_target!(init: {
+    templates();
+}, |data: &[u8]| {
     let [selector, flags, body @ ..] = data else {
         return;
     };

@@ -37,7 +37,10 @@ fn tokenizers() -> &'static [Tokenizer] {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
+// Loading happens before fuzzing starts, outside the per-input timeout.
+fuzz_target!(init: {
+    tokenizers();
+}, |data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
