@@ -10,11 +10,11 @@
 //! 3. Each job walks its weight rows in blocks of about `ROW_BLOCK_BYTES` (they stay in
 //!    L2). For each block it visits the activation rows in tiles of [`MAX_ACT_ROWS`] and
 //!    calls the dot kernel once per (weight row, tile): every weight block is unpacked once
-//!    per tile, not once per activation row. Kernel sets with a
-//!    [`ScaledDotFn`](crate::dispatch::ScaledDotFn) for the type (AVX2, Q8_0/Q8_1-paired
-//!    weights) get up to `SCALED_ROWS` weight rows per call and the activation scales as an
-//!    f32 table built once per matmul ([`scale_rows`]). Results go straight into `y`
-//!    (token-major), each job writing only its own rectangle of it.
+//!    per tile, not once per activation row. Kernel sets with a [`ScaledDotFn`] for the
+//!    type (AVX2, Q8_0/Q8_1-paired weights) get up to `SCALED_ROWS` weight rows per call
+//!    and the activation scales as an f32 table built once per matmul ([`scale_rows`]).
+//!    Results go straight into `y` (token-major), each job writing only its own rectangle
+//!    of it.
 //!
 //! [`matmul_many`] runs several matrices that read the same input (q/k/v, gate/up) as one
 //! matmul: the input is quantized once and all their jobs share one pool dispatch.
