@@ -45,6 +45,9 @@ pub struct AttnParams {
     pub scale: f32,
     /// Sliding window: a query at position `p` sees keys `p + 1 - w ..= p` only.
     pub window: Option<usize>,
+    /// The values are the first `head_dim_v` dimensions of each key row, and the cache
+    /// holds no value rows (absorbed latent attention, where keys are latent + rotary key).
+    pub values_in_keys: bool,
 }
 
 /// Per-thread working memory of a task, grown on first use and then reused.
@@ -267,7 +270,11 @@ impl Task<'_> {
             let s0 = self.kv.slot(j0);
             let s1 = s0 + (j1 - j0);
             let k = rows_f32(self.kv.keys, s0 * dk..s1 * dk, k_buf);
-            let v = rows_f32(self.kv.values, s0 * dv..s1 * dv, v_buf);
+            let (v, v_stride) = if self.p.values_in_keys {
+                (k, dk)
+            } else {
+                (rows_f32(self.kv.values, s0 * dv..s1 * dv, v_buf), dv)
+            };
             for r in 0..n_rows {
                 let pos = self.pos0 + r / self.group;
                 let lo = self.first_key(pos).max(j0);
@@ -297,8 +304,9 @@ impl Task<'_> {
                 let m = max[r];
                 for (&sj, v_row) in s
                     .iter()
-                    .zip(v[(lo - j0) * dv..(hi - j0) * dv].chunks_exact(dv))
+                    .zip(v[(lo - j0) * v_stride..(hi - j0) * v_stride].chunks_exact(v_stride))
                 {
+                    let v_row = &v_row[..dv];
                     let w = (sj - m).exp();
                     sum[r] += w;
                     for (o, &x) in acc.iter_mut().zip(v_row) {
@@ -408,6 +416,7 @@ mod tests {
             head_dim_v: d,
             scale: 1.0 / (d as f32).sqrt(),
             window: None,
+            values_in_keys: false,
         };
         let mut out = vec![0f32; n_new * n_head * d];
         attention(
@@ -483,6 +492,7 @@ mod tests {
             head_dim_v: 4,
             scale: 0.5,
             window: None,
+            values_in_keys: false,
         };
         let mut out = vec![0f32; 4];
         attention(
@@ -511,6 +521,7 @@ mod tests {
             head_dim_v: 1,
             scale: 1.0,
             window: Some(2),
+            values_in_keys: false,
         };
         let mut out = vec![0f32; 1];
         // equal scores: the mean of the visible values 2 and 3
@@ -534,6 +545,7 @@ mod tests {
             head_dim_v: d,
             scale: 0.25,
             window: Some(window),
+            values_in_keys: false,
         };
         let mut pos = 0;
         // the cached prefix goes in one token at a time, the rest as one batch
