@@ -259,6 +259,9 @@ impl Task<'_> {
         let v_buf = grown(&mut bufs.v, KEY_CHUNK * dv);
         let scores = grown(&mut bufs.scores, KEY_CHUNK);
         let q = &bufs.q[..n_rows * dk];
+        // Latent attention's values come from the F16 keys and are accumulated in F16, as
+        // the reference does (its accumulation rounding decides near-tied expert routing).
+        let f16_acc = self.p.values_in_keys && matches!(self.kv.keys, KvRows::F16(_));
 
         let last_pos = self.pos0 + self.n_q_tokens - 1;
         let end = (last_pos + 1).min(self.key_range.end);
@@ -284,6 +287,32 @@ impl Task<'_> {
                 }
                 let q_row = &q[r * dk..(r + 1) * dk];
                 let acc = &mut acc_all[r * dv..(r + 1) * dv];
+                if f16_acc {
+                    // As the reference's flash attention with an F16 cache: keys one at a
+                    // time, the value accumulator kept in binary16 (rescaled, then
+                    // `acc + v * w` fused, rounded after each step).
+                    for (k_row, v_row) in k[(lo - j0) * dk..(hi - j0) * dk]
+                        .chunks_exact(dk)
+                        .zip(v[(lo - j0) * v_stride..(hi - j0) * v_stride].chunks_exact(v_stride))
+                    {
+                        let sj = dot(q_row, k_row) * self.p.scale;
+                        let (ms, vs) = if sj > max[r] {
+                            let ms = (max[r] - sj).exp();
+                            max[r] = sj;
+                            for o in acc.iter_mut() {
+                                *o = f16::from_f32(*o * ms).to_f32();
+                            }
+                            (ms, 1.0)
+                        } else {
+                            (1.0, (sj - max[r]).exp())
+                        };
+                        for (o, &x) in acc.iter_mut().zip(&v_row[..dv]) {
+                            *o = f16::from_f32(x.mul_add(vs, *o)).to_f32();
+                        }
+                        sum[r] = sum[r] * ms + vs;
+                    }
+                    continue;
+                }
                 let s = &mut scores[..hi - lo];
                 let mut chunk_max = f32::NEG_INFINITY;
                 for (sj, k_row) in s

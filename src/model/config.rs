@@ -372,10 +372,9 @@ impl Config {
                     for key in ["expert_group_count", "expert_group_used_count"] {
                         if let Some(g) = m.u32_opt(key)? {
                             if g > 1 {
-                                return Err(m.bad(
-                                    key,
-                                    format!("{g}: expert groups are not supported"),
-                                ));
+                                return Err(
+                                    m.bad(key, format!("{g}: expert groups are not supported"))
+                                );
                             }
                         }
                     }

@@ -193,15 +193,7 @@ impl KvCache {
             .map(|l| config.layer_window(l))
             .collect();
         if let Some(m) = &config.mla {
-            return KvCache::with_windows(
-                kv_type,
-                n_ctx,
-                &windows,
-                max_batch,
-                1,
-                m.cache_dim(),
-                0,
-            );
+            return KvCache::with_windows(kv_type, n_ctx, &windows, max_batch, 1, m.cache_dim(), 0);
         }
         KvCache::with_windows(
             kv_type,

@@ -112,9 +112,9 @@ impl<'m> Session<'m> {
             KvType::F32 => 4,
         };
         let kv_bytes = [c.kv_values_per_token(), elem_bytes]
-        .iter()
-        .try_fold(options.n_ctx, |acc, &x| acc.checked_mul(x))
-        .filter(|&b| b <= isize::MAX as usize);
+            .iter()
+            .try_fold(options.n_ctx, |acc, &x| acc.checked_mul(x))
+            .filter(|&b| b <= isize::MAX as usize);
         if kv_bytes.is_none() {
             return Err(ModelError::InvalidOption(format!(
                 "n_ctx {} is too large: its KV cache would not fit in memory",
