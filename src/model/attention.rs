@@ -510,6 +510,70 @@ mod tests {
         check_against_naive(9, 3, 64, 200, 1);
     }
 
+    /// Latent-attention layout: one shared head whose key rows are `[latent, rotary]` and
+    /// whose values are the latent part, with no value rows stored; `kv_type` F16 takes the
+    /// reference's F16-accumulation path.
+    fn check_values_in_keys(kv_type: KvType, n_cached: usize, n_new: usize, tol: f32) {
+        let (n_head, dk, dv) = (4, 12, 8);
+        let n_tok = n_cached + n_new;
+        let mut cache = KvCache::new(kv_type, n_tok, 1, 1, dk, 0);
+        let round = |x: f32| match kv_type {
+            KvType::F16 => f16::from_f32(x).to_f32(),
+            KvType::F32 => x,
+        };
+        let mut ks = Vec::new();
+        for pos in 0..n_tok {
+            let k: Vec<f32> = (0..dk).map(|i| val(pos * 31 + i)).collect();
+            cache.write(0, pos, &k, &[]);
+            ks.push(k.iter().map(|&x| round(x)).collect::<Vec<f32>>());
+        }
+        let vs: Vec<Vec<f32>> = ks.iter().map(|k| k[..dv].to_vec()).collect();
+        let q: Vec<f32> = (0..n_new * n_head * dk).map(|i| val(i + 500)).collect();
+        let p = AttnParams {
+            n_head,
+            n_head_kv: 1,
+            head_dim_k: dk,
+            head_dim_v: dv,
+            scale: 0.3,
+            window: None,
+            values_in_keys: true,
+        };
+        let mut out = vec![0f32; n_new * n_head * dv];
+        attention(
+            &pool(),
+            &cache,
+            0,
+            &p,
+            &q,
+            n_cached,
+            &mut out,
+            &mut Vec::new(),
+        );
+        for t in 0..n_new {
+            for h in 0..n_head {
+                let i = t * n_head + h;
+                let qr: Vec<f32> = q[i * dk..(i + 1) * dk].iter().map(|&x| round(x)).collect();
+                let want = naive(&qr, &ks[..=n_cached + t], &vs[..=n_cached + t], p.scale);
+                for (a, b) in out[i * dv..(i + 1) * dv].iter().zip(&want) {
+                    assert!((a - b).abs() < tol, "token {t} head {h}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_taken_from_the_key_rows_match_naive_attention() {
+        check_values_in_keys(KvType::F32, 5, 3, 1e-5);
+        check_values_in_keys(KvType::F32, 0, 9, 1e-5);
+    }
+
+    #[test]
+    fn values_taken_from_f16_key_rows_are_accumulated_within_f16_precision() {
+        // |values| < 1.5, so F16 accumulation keeps about 3 decimal digits.
+        check_values_in_keys(KvType::F16, 7, 2, 5e-3);
+        check_values_in_keys(KvType::F16, 0, 10, 5e-3);
+    }
+
     #[test]
     fn a_single_key_returns_its_value() {
         let mut cache = KvCache::new(KvType::F16, 2, 1, 1, 4, 4);
