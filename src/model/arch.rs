@@ -57,12 +57,29 @@ pub enum AttnScale {
 }
 
 /// Mixture-of-experts feed-forward block (`ffn_gate_inp` router, 3-D
-/// `ffn_{gate,up,down}_exps`), replacing the dense FFN in every layer.
+/// `ffn_{gate,up,down}_exps`), replacing the dense FFN in every layer (or, with
+/// [`MoeSpec::deepseek`], in every layer after the leading dense ones).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MoeSpec {
     /// Whether the selected experts' softmax weights are renormalised to sum to 1 when the
     /// file has no `expert_weights_norm` key.
     pub norm_weights: bool,
+    /// DeepSeek-style routing and layout: the file's `leading_dense_block_count` dense
+    /// layers first, `expert_shared_count` shared experts (`ffn_*_shexp`) added to every
+    /// expert layer, the gating function from `expert_gating_func` (softmax or sigmoid),
+    /// the per-expert selection bias `exp_probs_b.bias`, and the selected weights scaled by
+    /// `expert_weights_scale`.
+    pub deepseek: bool,
+}
+
+/// How a block computes attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnKind {
+    /// Multi-head (grouped-query) attention from `attn_q`/`attn_k`/`attn_v`.
+    Mha,
+    /// DeepSeek's multi-head latent attention (see [`super::mla`]): the cache holds a
+    /// compressed latent plus one shared rotary key per token.
+    Mla,
 }
 
 /// A factor applied to the token embeddings before the first layer.
@@ -117,6 +134,8 @@ pub struct ArchSpec {
     pub final_logit_softcapping: bool,
     /// Mixture-of-experts FFN instead of the dense one.
     pub moe: Option<MoeSpec>,
+    /// The attention variant.
+    pub attention: AttnKind,
     /// How gate and up are stored.
     pub ffn_layout: FfnLayout,
     /// Role name of the (required) pre-FFN RMSNorm, `blk.N.{ffn_norm}.weight`: `"ffn_norm"`,
@@ -148,6 +167,7 @@ pub const LLAMA: ArchSpec = ArchSpec {
     attn_scale: AttnScale::InvSqrtHeadDim,
     final_logit_softcapping: false,
     moe: None,
+    attention: AttnKind::Mha,
     ffn_layout: FfnLayout::Split,
     ffn_norm: "ffn_norm",
     attn_qkv: Need::Absent,
@@ -183,8 +203,30 @@ pub const QWEN3: ArchSpec = ArchSpec {
 /// softmax-routed mixture of experts with renormalised top-k weights.
 pub const QWEN3MOE: ArchSpec = ArchSpec {
     name: "qwen3moe",
-    moe: Some(MoeSpec { norm_weights: true }),
+    moe: Some(MoeSpec {
+        norm_weights: true,
+        deepseek: false,
+    }),
     ..QWEN3
+};
+
+/// DeepSeek-V2/V3 (`deepseek2`: DeepSeek-V2-Lite, V3, R1, Moonlight, Kimi): multi-head
+/// latent attention with adjacent-pair RoPE on the rotary part, leading dense layers, then
+/// mixture-of-experts layers with shared experts and DeepSeek routing.
+pub const DEEPSEEK2: ArchSpec = ArchSpec {
+    name: "deepseek2",
+    rope_style: RopeStyle::Norm,
+    attn_q_bias: Need::Absent,
+    attn_k_bias: Need::Absent,
+    attn_v_bias: Need::Absent,
+    attn_output_bias: Need::Absent,
+    rope_freqs: Need::Absent,
+    moe: Some(MoeSpec {
+        norm_weights: false,
+        deepseek: true,
+    }),
+    attention: AttnKind::Mla,
+    ..LLAMA
 };
 
 /// Gemma 3 (text): embeddings scaled by `sqrt(n_embd)`, q/k norms, post-attention and
@@ -279,6 +321,7 @@ pub const ARCHITECTURES: &[&ArchSpec] = &[
     &ERNIE4_5,
     &PANGU_EMBEDDED,
     &SEED_OSS,
+    &DEEPSEEK2,
 ];
 
 /// The description of architecture `name`, if supported.
@@ -362,12 +405,29 @@ mod tests {
     }
 
     #[test]
-    fn only_qwen3moe_has_experts_and_it_is_qwen3_attention_with_renormalised_weights() {
+    fn only_qwen3moe_and_deepseek2_have_experts_and_qwen3moe_renormalises() {
         for a in ARCHITECTURES {
-            assert_eq!(a.moe.is_some(), a.name == "qwen3moe", "{}", a.name);
+            let moe = a.name == "qwen3moe" || a.name == "deepseek2";
+            assert_eq!(a.moe.is_some(), moe, "{}", a.name);
         }
-        assert_eq!(QWEN3MOE.moe, Some(MoeSpec { norm_weights: true }));
+        assert_eq!(
+            QWEN3MOE.moe,
+            Some(MoeSpec {
+                norm_weights: true,
+                deepseek: false
+            })
+        );
         assert_eq!(QWEN3MOE.attn_qk_norm, Need::Required);
         assert_eq!(QWEN3MOE.rope_style, RopeStyle::Neox);
+    }
+
+    #[test]
+    fn only_deepseek2_uses_latent_attention_and_deepseek_routing() {
+        for a in ARCHITECTURES {
+            let ds = a.name == "deepseek2";
+            assert_eq!(a.attention == AttnKind::Mla, ds, "{}", a.name);
+            assert_eq!(a.moe.is_some_and(|m| m.deepseek), ds, "{}", a.name);
+        }
+        assert_eq!(DEEPSEEK2.rope_style, RopeStyle::Norm);
     }
 }

@@ -45,6 +45,9 @@ pub struct AttnParams {
     pub scale: f32,
     /// Sliding window: a query at position `p` sees keys `p + 1 - w ..= p` only.
     pub window: Option<usize>,
+    /// The values are the first `head_dim_v` dimensions of each key row, and the cache
+    /// holds no value rows (absorbed latent attention, where keys are latent + rotary key).
+    pub values_in_keys: bool,
 }
 
 /// Per-thread working memory of a task, grown on first use and then reused.
@@ -256,6 +259,9 @@ impl Task<'_> {
         let v_buf = grown(&mut bufs.v, KEY_CHUNK * dv);
         let scores = grown(&mut bufs.scores, KEY_CHUNK);
         let q = &bufs.q[..n_rows * dk];
+        // Latent attention's values come from the F16 keys and are accumulated in F16, as
+        // the reference does (its accumulation rounding decides near-tied expert routing).
+        let f16_acc = self.p.values_in_keys && matches!(self.kv.keys, KvRows::F16(_));
 
         let last_pos = self.pos0 + self.n_q_tokens - 1;
         let end = (last_pos + 1).min(self.key_range.end);
@@ -267,7 +273,11 @@ impl Task<'_> {
             let s0 = self.kv.slot(j0);
             let s1 = s0 + (j1 - j0);
             let k = rows_f32(self.kv.keys, s0 * dk..s1 * dk, k_buf);
-            let v = rows_f32(self.kv.values, s0 * dv..s1 * dv, v_buf);
+            let (v, v_stride) = if self.p.values_in_keys {
+                (k, dk)
+            } else {
+                (rows_f32(self.kv.values, s0 * dv..s1 * dv, v_buf), dv)
+            };
             for r in 0..n_rows {
                 let pos = self.pos0 + r / self.group;
                 let lo = self.first_key(pos).max(j0);
@@ -277,6 +287,32 @@ impl Task<'_> {
                 }
                 let q_row = &q[r * dk..(r + 1) * dk];
                 let acc = &mut acc_all[r * dv..(r + 1) * dv];
+                if f16_acc {
+                    // As the reference's flash attention with an F16 cache: keys one at a
+                    // time, the value accumulator kept in binary16 (rescaled, then
+                    // `acc + v * w` fused, rounded after each step).
+                    for (k_row, v_row) in k[(lo - j0) * dk..(hi - j0) * dk]
+                        .chunks_exact(dk)
+                        .zip(v[(lo - j0) * v_stride..(hi - j0) * v_stride].chunks_exact(v_stride))
+                    {
+                        let sj = dot(q_row, k_row) * self.p.scale;
+                        let (ms, vs) = if sj > max[r] {
+                            let ms = (max[r] - sj).exp();
+                            max[r] = sj;
+                            for o in acc.iter_mut() {
+                                *o = f16::from_f32(*o * ms).to_f32();
+                            }
+                            (ms, 1.0)
+                        } else {
+                            (1.0, (sj - max[r]).exp())
+                        };
+                        for (o, &x) in acc.iter_mut().zip(&v_row[..dv]) {
+                            *o = f16::from_f32(x.mul_add(vs, *o)).to_f32();
+                        }
+                        sum[r] = sum[r] * ms + vs;
+                    }
+                    continue;
+                }
                 let s = &mut scores[..hi - lo];
                 let mut chunk_max = f32::NEG_INFINITY;
                 for (sj, k_row) in s
@@ -297,8 +333,9 @@ impl Task<'_> {
                 let m = max[r];
                 for (&sj, v_row) in s
                     .iter()
-                    .zip(v[(lo - j0) * dv..(hi - j0) * dv].chunks_exact(dv))
+                    .zip(v[(lo - j0) * v_stride..(hi - j0) * v_stride].chunks_exact(v_stride))
                 {
+                    let v_row = &v_row[..dv];
                     let w = (sj - m).exp();
                     sum[r] += w;
                     for (o, &x) in acc.iter_mut().zip(v_row) {
@@ -408,6 +445,7 @@ mod tests {
             head_dim_v: d,
             scale: 1.0 / (d as f32).sqrt(),
             window: None,
+            values_in_keys: false,
         };
         let mut out = vec![0f32; n_new * n_head * d];
         attention(
@@ -472,6 +510,70 @@ mod tests {
         check_against_naive(9, 3, 64, 200, 1);
     }
 
+    /// Latent-attention layout: one shared head whose key rows are `[latent, rotary]` and
+    /// whose values are the latent part, with no value rows stored; `kv_type` F16 takes the
+    /// reference's F16-accumulation path.
+    fn check_values_in_keys(kv_type: KvType, n_cached: usize, n_new: usize, tol: f32) {
+        let (n_head, dk, dv) = (4, 12, 8);
+        let n_tok = n_cached + n_new;
+        let mut cache = KvCache::new(kv_type, n_tok, 1, 1, dk, 0);
+        let round = |x: f32| match kv_type {
+            KvType::F16 => f16::from_f32(x).to_f32(),
+            KvType::F32 => x,
+        };
+        let mut ks = Vec::new();
+        for pos in 0..n_tok {
+            let k: Vec<f32> = (0..dk).map(|i| val(pos * 31 + i)).collect();
+            cache.write(0, pos, &k, &[]);
+            ks.push(k.iter().map(|&x| round(x)).collect::<Vec<f32>>());
+        }
+        let vs: Vec<Vec<f32>> = ks.iter().map(|k| k[..dv].to_vec()).collect();
+        let q: Vec<f32> = (0..n_new * n_head * dk).map(|i| val(i + 500)).collect();
+        let p = AttnParams {
+            n_head,
+            n_head_kv: 1,
+            head_dim_k: dk,
+            head_dim_v: dv,
+            scale: 0.3,
+            window: None,
+            values_in_keys: true,
+        };
+        let mut out = vec![0f32; n_new * n_head * dv];
+        attention(
+            &pool(),
+            &cache,
+            0,
+            &p,
+            &q,
+            n_cached,
+            &mut out,
+            &mut Vec::new(),
+        );
+        for t in 0..n_new {
+            for h in 0..n_head {
+                let i = t * n_head + h;
+                let qr: Vec<f32> = q[i * dk..(i + 1) * dk].iter().map(|&x| round(x)).collect();
+                let want = naive(&qr, &ks[..=n_cached + t], &vs[..=n_cached + t], p.scale);
+                for (a, b) in out[i * dv..(i + 1) * dv].iter().zip(&want) {
+                    assert!((a - b).abs() < tol, "token {t} head {h}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_taken_from_the_key_rows_match_naive_attention() {
+        check_values_in_keys(KvType::F32, 5, 3, 1e-5);
+        check_values_in_keys(KvType::F32, 0, 9, 1e-5);
+    }
+
+    #[test]
+    fn values_taken_from_f16_key_rows_are_accumulated_within_f16_precision() {
+        // |values| < 1.5, so F16 accumulation keeps about 3 decimal digits.
+        check_values_in_keys(KvType::F16, 7, 2, 5e-3);
+        check_values_in_keys(KvType::F16, 0, 10, 5e-3);
+    }
+
     #[test]
     fn a_single_key_returns_its_value() {
         let mut cache = KvCache::new(KvType::F16, 2, 1, 1, 4, 4);
@@ -483,6 +585,7 @@ mod tests {
             head_dim_v: 4,
             scale: 0.5,
             window: None,
+            values_in_keys: false,
         };
         let mut out = vec![0f32; 4];
         attention(
@@ -511,6 +614,7 @@ mod tests {
             head_dim_v: 1,
             scale: 1.0,
             window: Some(2),
+            values_in_keys: false,
         };
         let mut out = vec![0f32; 1];
         // equal scores: the mean of the visible values 2 and 3
@@ -534,6 +638,7 @@ mod tests {
             head_dim_v: d,
             scale: 0.25,
             window: Some(window),
+            values_in_keys: false,
         };
         let mut pos = 0;
         // the cached prefix goes in one token at a time, the rest as one batch

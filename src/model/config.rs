@@ -2,7 +2,7 @@
 
 use crate::gguf::{Array, GgufFile, Value};
 
-use super::arch::{self, ArchSpec, AttnScale};
+use super::arch::{self, ArchSpec, AttnKind, AttnScale};
 use super::attention::MAX_HEAD_DIM;
 use super::error::ModelError;
 use super::rope::{Rope, Yarn};
@@ -48,10 +48,53 @@ pub struct Config {
     pub final_logit_softcap: Option<f32>,
     /// Mixture-of-experts hyperparameters, for architectures with expert FFNs.
     pub moe: Option<MoeConfig>,
+    /// Multi-head latent attention hyperparameters, for [`AttnKind::Mla`] architectures.
+    pub mla: Option<MlaConfig>,
+}
+
+/// Hyperparameters of multi-head latent attention (DeepSeek-V2/V3) as the current converter
+/// stores it: per head, a query of `head_dim_qk` values (`head_dim_qk - n_rot` non-rotary
+/// then `n_rot` rotary), a shared compressed latent of `kv_lora_rank` values plus a shared
+/// rotary key of `n_rot` values per token, and `head_dim_v` output values per head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlaConfig {
+    /// Rank of the low-rank query projection (`attention.q_lora_rank`); 0 when queries come
+    /// from a full `attn_q`.
+    pub q_lora_rank: usize,
+    /// Width of the compressed KV latent (`attention.kv_lora_rank`).
+    pub kv_lora_rank: usize,
+    /// Query/key head dimension before absorption (`attention.key_length_mla`).
+    pub head_dim_qk: usize,
+    /// Value head dimension after the `attn_v_b` up-projection
+    /// (`attention.value_length_mla`).
+    pub head_dim_v: usize,
+    /// Rotary dimensions per head (`rope.dimension_count`).
+    pub n_rot: usize,
+}
+
+impl MlaConfig {
+    /// Non-rotary query dimensions per head (the part absorbed through `attn_k_b`).
+    pub fn head_dim_nope(&self) -> usize {
+        self.head_dim_qk - self.n_rot
+    }
+
+    /// Values cached per token and layer: the latent plus the rotary key.
+    pub fn cache_dim(&self) -> usize {
+        self.kv_lora_rank + self.n_rot
+    }
+}
+
+/// How the router turns its logits into expert probabilities (`expert_gating_func`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gating {
+    /// Softmax over all experts (value 1, and the default).
+    Softmax,
+    /// Independent sigmoid per expert (value 2; DeepSeek-V3).
+    Sigmoid,
 }
 
 /// Hyperparameters of a mixture-of-experts FFN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MoeConfig {
     /// Experts per layer (`expert_count`).
     pub n_expert: usize,
@@ -63,6 +106,33 @@ pub struct MoeConfig {
     /// Whether the selected experts' weights are renormalised to sum to 1
     /// (`expert_weights_norm`, default from the architecture).
     pub norm_weights: bool,
+    /// Router probability function.
+    pub gating: Gating,
+    /// Factor on the selected experts' weights after any renormalisation
+    /// (`expert_weights_scale`; `None` when the architecture does not scale).
+    pub weights_scale: Option<f32>,
+    /// Shared experts run on every token beside the routed ones (`expert_shared_count`),
+    /// stored as one FFN of `n_expert_shared * n_ff_exp` hidden units (`ffn_*_shexp`).
+    pub n_expert_shared: usize,
+    /// The first `n_dense_lead` layers have a dense FFN (`leading_dense_block_count`).
+    pub n_dense_lead: usize,
+}
+
+impl Config {
+    /// Whether layer `il` has a mixture-of-experts FFN.
+    pub fn is_moe_layer(&self, il: usize) -> bool {
+        self.moe.is_some_and(|m| il >= m.n_dense_lead)
+    }
+
+    /// Values the KV cache stores per token over all layers: the latent plus the rotary key
+    /// for latent attention, else one key and one value row per KV head.
+    pub fn kv_values_per_token(&self) -> usize {
+        let per_layer = match &self.mla {
+            Some(m) => m.cache_dim(),
+            None => self.n_head_kv * (self.head_dim_k + self.head_dim_v),
+        };
+        self.n_layer * per_layer
+    }
 }
 
 impl Config {
@@ -236,7 +306,7 @@ impl Config {
             ));
         }
         let n_ctx_train = m.count_or("context_length", 2048)?;
-        let rope = read_rope(&m, arch, head_dim_k, n_ctx_train)?;
+        let (rope, yarn_log_mul, attn_factor) = read_rope(&m, arch, head_dim_k, n_ctx_train)?;
         let (sliding_window, swa_layers) = read_swa(&m, arch, n_layer)?;
         let swa_base = m
             .f32_opt("rope.freq_base_swa")?
@@ -253,7 +323,22 @@ impl Config {
             yarn: None,
             ..rope.clone()
         };
+        let mla = match arch.attention {
+            AttnKind::Mha => None,
+            AttnKind::Mla => Some(read_mla(&m, n_head_kv, head_dim_k, head_dim_v, rope.n_rot)?),
+        };
+        let mut rope = rope;
         let (query_scale, kq_scale) = match arch.attn_scale {
+            AttnScale::InvSqrtHeadDim if mla.is_some() => {
+                // As the reference: YaRN's magnitude correction goes into the attention scale
+                // (squared: it stands for a factor on both q and k) and is divided back out
+                // of the rotation, which scales cos/sin by `1 + 0.1 ln(factor)` itself.
+                let head_dim_qk = mla.as_ref().expect("just checked").head_dim_qk;
+                let ln_factor = (1.0 / rope.freq_scale).ln();
+                let mscale = attn_factor * (1.0 + yarn_log_mul * ln_factor);
+                rope.attn_factor = 1.0 / (1.0 + 0.1 * ln_factor);
+                (None, mscale * mscale / (head_dim_qk as f32).sqrt())
+            }
             AttnScale::InvSqrtHeadDim => (None, 1.0 / (head_dim_k as f32).sqrt()),
             AttnScale::Gemma3Query => {
                 let d = if n_layer == 62 {
@@ -282,6 +367,18 @@ impl Config {
         let moe = match arch.moe {
             None => None,
             Some(spec) => {
+                if spec.deepseek {
+                    // Group-limited routing (DeepSeek-V3's expert groups) is not implemented.
+                    for key in ["expert_group_count", "expert_group_used_count"] {
+                        if let Some(g) = m.u32_opt(key)? {
+                            if g > 1 {
+                                return Err(
+                                    m.bad(key, format!("{g}: expert groups are not supported"))
+                                );
+                            }
+                        }
+                    }
+                }
                 let n_expert = m.count("expert_count")?;
                 let n_expert_used = m.count("expert_used_count")?;
                 if n_expert_used > n_expert {
@@ -297,11 +394,47 @@ impl Config {
                 let norm_weights = m
                     .bool_opt("expert_weights_norm")?
                     .unwrap_or(spec.norm_weights);
+                let (gating, weights_scale, n_expert_shared, n_dense_lead) = if spec.deepseek {
+                    let gating = match m.u32_opt("expert_gating_func")? {
+                        None | Some(0) | Some(1) => Gating::Softmax,
+                        Some(2) => Gating::Sigmoid,
+                        Some(v) => {
+                            return Err(m.bad(
+                                "expert_gating_func",
+                                format!("{v} is neither 1 (softmax) nor 2 (sigmoid)"),
+                            ))
+                        }
+                    };
+                    let scale = m.f32_opt("expert_weights_scale")?.ok_or_else(|| {
+                        ModelError::MissingKey {
+                            arch: arch.name.to_string(),
+                            key: m.key("expert_weights_scale"),
+                        }
+                    })?;
+                    if !scale.is_finite() {
+                        return Err(m.bad("expert_weights_scale", format!("{scale} is not finite")));
+                    }
+                    let shared = m.u32_opt("expert_shared_count")?.unwrap_or(0) as usize;
+                    let dense = m.u32_opt("leading_dense_block_count")?.unwrap_or(0) as usize;
+                    if dense > n_layer {
+                        return Err(m.bad(
+                            "leading_dense_block_count",
+                            format!("{dense} is more than the {n_layer} layers"),
+                        ));
+                    }
+                    (gating, Some(scale), shared, dense)
+                } else {
+                    (Gating::Softmax, None, 0, 0)
+                };
                 Some(MoeConfig {
                     n_expert,
                     n_expert_used,
                     n_ff_exp,
                     norm_weights,
+                    gating,
+                    weights_scale,
+                    n_expert_shared,
+                    n_dense_lead,
                 })
             }
         };
@@ -325,6 +458,7 @@ impl Config {
             kq_scale,
             final_logit_softcap,
             moe,
+            mla,
         })
     }
 }
@@ -368,13 +502,62 @@ fn read_swa(
     Ok((Some(window), layers))
 }
 
-/// RoPE dimension count, base and scaling (guide §5.3).
+/// Latent-attention hyperparameters, checked against the MQA view of the cache the file
+/// describes (`head_count_kv` 1, `key_length` = latent + rotary, `value_length` = latent).
+fn read_mla(
+    m: &Meta<'_>,
+    n_head_kv: usize,
+    head_dim_k: usize,
+    head_dim_v: usize,
+    n_rot: usize,
+) -> Result<MlaConfig, ModelError> {
+    let q_lora_rank = m.u32_opt("attention.q_lora_rank")?.unwrap_or(0) as usize;
+    let kv_lora_rank = m.count("attention.kv_lora_rank")?;
+    // Files without these keys store `attn_kv_b` for the non-absorbed form, which is not
+    // implemented: the error names the missing key.
+    let head_dim_qk = m.count("attention.key_length_mla")?;
+    let head_dim_v_mla = m.count("attention.value_length_mla")?;
+    if n_head_kv != 1 {
+        return Err(m.bad(
+            "attention.head_count_kv",
+            format!("{n_head_kv}: latent attention shares one latent over all heads (1)"),
+        ));
+    }
+    if head_dim_k != kv_lora_rank + n_rot {
+        return Err(m.bad(
+            "attention.key_length",
+            format!("{head_dim_k} is not kv_lora_rank {kv_lora_rank} + rotary dims {n_rot}"),
+        ));
+    }
+    if head_dim_v != kv_lora_rank {
+        return Err(m.bad(
+            "attention.value_length",
+            format!("{head_dim_v} is not kv_lora_rank {kv_lora_rank}"),
+        ));
+    }
+    if head_dim_qk <= n_rot {
+        return Err(m.bad(
+            "attention.key_length_mla",
+            format!("{head_dim_qk} leaves no non-rotary dims beside the {n_rot} rotary ones"),
+        ));
+    }
+    Ok(MlaConfig {
+        q_lora_rank,
+        kv_lora_rank,
+        head_dim_qk,
+        head_dim_v: head_dim_v_mla,
+        n_rot,
+    })
+}
+
+/// RoPE dimension count, base and scaling (guide §5.3), with the YaRN log multiplier and
+/// attention factor that latent-attention architectures fold into the attention scale.
 fn read_rope(
     m: &Meta<'_>,
     arch: &ArchSpec,
     head_dim_k: usize,
     n_ctx_train: usize,
-) -> Result<Rope, ModelError> {
+) -> Result<(Rope, f32, f32), ModelError> {
     let n_rot = m.count_or("rope.dimension_count", head_dim_k)?;
     if n_rot % 2 != 0 || n_rot > head_dim_k {
         return Err(m.bad(
@@ -410,18 +593,24 @@ fn read_rope(
         ));
     }
     let factor = if factor == 0.0 { 1.0 } else { factor };
-    if let Some(a) = m.f32_opt("rope.scaling.attn_factor")? {
-        if a != 1.0 {
-            return Err(unsupported("rope.scaling.attn_factor", a.to_string()));
-        }
+    // Only latent attention folds these into its attention scale; elsewhere they are
+    // rejected rather than ignored.
+    let mla = arch.attention == AttnKind::Mla;
+    let attn_factor = m.f32_opt("rope.scaling.attn_factor")?.unwrap_or(1.0);
+    if attn_factor != 1.0 && !(mla && attn_factor.is_finite() && attn_factor > 0.0) {
+        return Err(unsupported(
+            "rope.scaling.attn_factor",
+            attn_factor.to_string(),
+        ));
     }
-    if let Some(v) = m.f32_opt("rope.scaling.yarn_log_multiplier")? {
-        if v != 0.0 {
-            return Err(unsupported(
-                "rope.scaling.yarn_log_multiplier",
-                v.to_string(),
-            ));
-        }
+    let yarn_log_mul = m
+        .f32_opt("rope.scaling.yarn_log_multiplier")?
+        .unwrap_or(0.0);
+    if yarn_log_mul != 0.0 && !(mla && yarn_log_mul.is_finite()) {
+        return Err(unsupported(
+            "rope.scaling.yarn_log_multiplier",
+            yarn_log_mul.to_string(),
+        ));
     }
     let kind = m.str_opt("rope.scaling.type")?.unwrap_or("linear");
     let (freq_scale, yarn) = match kind {
@@ -436,7 +625,7 @@ fn read_rope(
         }
         other => return Err(unsupported("rope.scaling.type", format!("\"{other}\""))),
     };
-    Ok(Rope {
+    let rope = Rope {
         style: arch.rope_style,
         n_rot,
         base,
@@ -444,5 +633,6 @@ fn read_rope(
         yarn,
         attn_factor: 1.0,
         freq_factors: None,
-    })
+    };
+    Ok((rope, yarn_log_mul, attn_factor))
 }

@@ -16,7 +16,9 @@ use rayon::prelude::*;
 use super::arch::{EmbeddingScale, FfnActivation};
 use super::attention::{attention, AttnParams};
 use super::kv_cache::KvCache;
+use super::mla::{mla_attention, MlaScratch};
 use super::moe::{moe_ffn, Experts, MoeScratch};
+use super::weights::Matrix;
 use super::Model;
 
 /// Reusable buffers for [`forward`].
@@ -42,6 +44,9 @@ pub struct Scratch {
     /// The same for the sliding-window layers' RoPE (when it differs).
     cos_sin_swa: Vec<f32>,
     moe: MoeScratch,
+    /// Shared experts' output `[n][n_embd]`.
+    shexp: Vec<f32>,
+    mla: MlaScratch,
     matmul: MatmulScratch,
 }
 
@@ -66,7 +71,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// [`rms_norm`] in place.
-fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+pub(crate) fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     let n = w.len();
     for xr in x.chunks_exact_mut(n) {
         let sum: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
@@ -79,7 +84,7 @@ fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
 
 /// `ys[i] = ws[i] x` for projections of the same input: one fused matmul (input quantized
 /// once, one pool dispatch) when the matrices allow it, else one matmul each.
-fn project(
+pub(crate) fn project(
     pool: &rayon::ThreadPool,
     ws: &[MatRef],
     x: &[f32],
@@ -151,6 +156,39 @@ fn gelu_f16_table() -> &'static [f16] {
     })
 }
 
+/// The dense gated FFN `down(act(gate h) * up h)` of `n_ff` hidden units on `h`
+/// (`[n][n_embd]`) into `out` (`[n][n_embd]`).
+#[allow(clippy::too_many_arguments)]
+fn dense_ffn(
+    pool: &rayon::ThreadPool,
+    file: &crate::gguf::GgufFile,
+    kind: FfnActivation,
+    [w_gate, w_up, w_down]: [&Matrix; 3],
+    h: &[f32],
+    gate: &mut Vec<f32>,
+    up: &mut Vec<f32>,
+    out: &mut [f32],
+    mm: &mut MatmulScratch,
+) {
+    let n_ff = w_gate.rows;
+    let n = h.len() / w_gate.cols;
+    let gate = sized(gate, n * n_ff);
+    let up = sized(up, n * n_ff);
+    let gate_up = [w_gate.mat(file), w_up.mat(file)];
+    project(pool, &gate_up, h, &mut [&mut *gate, &mut *up], mm);
+    if n > 1 {
+        // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
+        pool.install(|| {
+            gate.par_chunks_mut(n_ff)
+                .zip(up.par_chunks(n_ff))
+                .for_each(|(g, u)| gated_activation(kind, g, u));
+        });
+    } else {
+        gated_activation(kind, gate, up);
+    }
+    matmul(pool, &w_down.mat(file), gate, out, mm);
+}
+
 /// Which rows of a batch need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputRows {
@@ -193,7 +231,7 @@ pub fn forward(
     let q_dim = c.n_head * c.head_dim_k;
     let kv_dim_k = c.n_head_kv * c.head_dim_k;
     let kv_dim_v = c.n_head_kv * c.head_dim_v;
-    let o_dim = c.n_head * c.head_dim_v;
+    let o_dim = c.n_head * c.mla.map_or(c.head_dim_v, |m| m.head_dim_v);
     let eps = c.rms_eps;
     let rope = &c.rope;
     assert!(
@@ -238,61 +276,84 @@ pub fn forward(
         // Attention block.
         let h = sized(&mut s.h, n * n_embd);
         rms_norm(&s.x[..n * n_embd], &l.attn_norm, eps, h);
-        let q = sized(&mut s.q, n * q_dim);
-        let k = sized(&mut s.k, n * kv_dim_k);
-        let v = sized(&mut s.v, n * kv_dim_v);
-        let qkv = [l.wq.mat(file), l.wk.mat(file), l.wv.mat(file)];
-        project(
-            pool,
-            &qkv,
-            h,
-            &mut [&mut *q, &mut *k, &mut *v],
-            &mut s.matmul,
-        );
-        add_bias(q, l.bq.as_ref());
-        add_bias(k, l.bk.as_ref());
-        add_bias(v, l.bv.as_ref());
-        if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-            rms_norm_in_place(q, qn, eps);
-            rms_norm_in_place(k, kn, eps);
-        }
-        let (rope, cos_sin) = if swa_rope && c.swa_layers[il] {
-            (&c.rope_swa, &s.cos_sin_swa)
+        let attn = sized(&mut s.attn, n * o_dim);
+        if let (Some(mw), Some(mc)) = (&l.mla, &c.mla) {
+            let cs = &s.cos_sin[..n * rope.n_rot];
+            mla_attention(
+                pool,
+                file,
+                mw,
+                c,
+                mc,
+                kv,
+                il,
+                h,
+                pos0,
+                cs,
+                &mut s.mla,
+                &mut s.matmul,
+                attn,
+            );
         } else {
-            (&c.rope, &s.cos_sin)
-        };
-        if rope.n_rot > 0 {
-            for t in 0..n {
-                let cs = &cos_sin[t * rope.n_rot..(t + 1) * rope.n_rot];
-                for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
-                    rope.rotate(head, cs);
-                }
-                for head in k[t * kv_dim_k..(t + 1) * kv_dim_k].chunks_exact_mut(c.head_dim_k) {
-                    rope.rotate(head, cs);
+            let q = sized(&mut s.q, n * q_dim);
+            let k = sized(&mut s.k, n * kv_dim_k);
+            let v = sized(&mut s.v, n * kv_dim_v);
+            let (Some(wq), Some(wk), Some(wv)) = (&l.wq, &l.wk, &l.wv) else {
+                unreachable!("the loader gives every non-latent layer q, k and v")
+            };
+            let qkv = [wq.mat(file), wk.mat(file), wv.mat(file)];
+            project(
+                pool,
+                &qkv,
+                h,
+                &mut [&mut *q, &mut *k, &mut *v],
+                &mut s.matmul,
+            );
+            add_bias(q, l.bq.as_ref());
+            add_bias(k, l.bk.as_ref());
+            add_bias(v, l.bv.as_ref());
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                rms_norm_in_place(q, qn, eps);
+                rms_norm_in_place(k, kn, eps);
+            }
+            let (rope, cos_sin) = if swa_rope && c.swa_layers[il] {
+                (&c.rope_swa, &s.cos_sin_swa)
+            } else {
+                (&c.rope, &s.cos_sin)
+            };
+            if rope.n_rot > 0 {
+                for t in 0..n {
+                    let cs = &cos_sin[t * rope.n_rot..(t + 1) * rope.n_rot];
+                    for head in q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim_k) {
+                        rope.rotate(head, cs);
+                    }
+                    for head in k[t * kv_dim_k..(t + 1) * kv_dim_k].chunks_exact_mut(c.head_dim_k) {
+                        rope.rotate(head, cs);
+                    }
                 }
             }
+            for t in 0..n {
+                kv.write(
+                    il,
+                    pos0 + t,
+                    &k[t * kv_dim_k..(t + 1) * kv_dim_k],
+                    &v[t * kv_dim_v..(t + 1) * kv_dim_v],
+                );
+            }
+            if let Some(qs) = c.query_scale {
+                q.iter_mut().for_each(|v| *v *= qs);
+            }
+            let params = AttnParams {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim_k: c.head_dim_k,
+                head_dim_v: c.head_dim_v,
+                scale: c.kq_scale,
+                window: c.layer_window(il),
+                values_in_keys: false,
+            };
+            attention(pool, kv, il, &params, q, pos0, attn, &mut s.attn_tasks);
         }
-        for t in 0..n {
-            kv.write(
-                il,
-                pos0 + t,
-                &k[t * kv_dim_k..(t + 1) * kv_dim_k],
-                &v[t * kv_dim_v..(t + 1) * kv_dim_v],
-            );
-        }
-        if let Some(qs) = c.query_scale {
-            q.iter_mut().for_each(|v| *v *= qs);
-        }
-        let params = AttnParams {
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim_k: c.head_dim_k,
-            head_dim_v: c.head_dim_v,
-            scale: c.kq_scale,
-            window: c.layer_window(il),
-        };
-        let attn = sized(&mut s.attn, n * o_dim);
-        attention(pool, kv, il, &params, q, pos0, attn, &mut s.attn_tasks);
         let o = sized(&mut s.o, n * n_embd);
         matmul(pool, &l.wo.mat(file), attn, o, &mut s.matmul);
         add_bias(o, l.bo.as_ref());
@@ -306,13 +367,14 @@ pub fn forward(
         // Feed-forward block.
         let h = sized(&mut s.h, n * n_embd);
         rms_norm(&s.x[..n * n_embd], &l.ffn_norm, eps, h);
+        let kind = c.arch.ffn_activation;
         if let (Some(router), Some(moe)) = (&l.ffn_gate_inp, &c.moe) {
-            let kind = c.arch.ffn_activation;
             let experts = Experts {
                 router,
                 gate: &l.w_gate,
                 up: &l.w_up,
                 down: &l.w_down,
+                bias: l.exp_probs_b.as_deref(),
             };
             let o = sized(&mut s.o, n * n_embd);
             let act = |g: &mut [f32], u: &[f32]| gated_activation(kind, g, u);
@@ -327,30 +389,36 @@ pub fn forward(
                 &mut s.moe,
                 &mut s.matmul,
             );
+            if let Some([g, u, d]) = &l.shexp {
+                let sh = sized(&mut s.shexp, n * n_embd);
+                dense_ffn(
+                    pool,
+                    file,
+                    kind,
+                    [g, u, d],
+                    h,
+                    &mut s.gate,
+                    &mut s.up,
+                    sh,
+                    &mut s.matmul,
+                );
+                for (ov, &sv) in o.iter_mut().zip(sh.iter()) {
+                    *ov += sv;
+                }
+            }
         } else {
-            let gate = sized(&mut s.gate, n * c.n_ff);
-            let up = sized(&mut s.up, n * c.n_ff);
-            let gate_up = [l.w_gate.mat(file), l.w_up.mat(file)];
-            project(
+            let o = sized(&mut s.o, n * n_embd);
+            dense_ffn(
                 pool,
-                &gate_up,
+                file,
+                kind,
+                [&l.w_gate, &l.w_up, &l.w_down],
                 h,
-                &mut [&mut *gate, &mut *up],
+                &mut s.gate,
+                &mut s.up,
+                o,
                 &mut s.matmul,
             );
-            if n > 1 {
-                // Prefill: the exp/tanh of n * n_ff values is worth spreading over the pool.
-                let kind = c.arch.ffn_activation;
-                pool.install(|| {
-                    gate.par_chunks_mut(c.n_ff)
-                        .zip(up.par_chunks(c.n_ff))
-                        .for_each(|(g, u)| gated_activation(kind, g, u));
-                });
-            } else {
-                gated_activation(c.arch.ffn_activation, gate, up);
-            }
-            let o = sized(&mut s.o, n * n_embd);
-            matmul(pool, &l.w_down.mat(file), gate, o, &mut s.matmul);
         }
         let o = &mut s.o[..n * n_embd];
         if let Some(pn) = &l.post_ffn_norm {

@@ -185,11 +185,16 @@ impl KvCache {
     }
 
     /// The cache a model needs: sliding-window layers (see [`Config::layer_window`]) as
-    /// rings, the others with a slot per position.
+    /// rings, the others with a slot per position. With latent attention each token keeps
+    /// one key row (latent then rotary key, [`super::config::MlaConfig::cache_dim`] values)
+    /// and no value rows: the values are the latent part of the keys.
     pub fn for_model(config: &Config, kv_type: KvType, n_ctx: usize, max_batch: usize) -> KvCache {
         let windows: Vec<Option<usize>> = (0..config.n_layer)
             .map(|l| config.layer_window(l))
             .collect();
+        if let Some(m) = &config.mla {
+            return KvCache::with_windows(kv_type, n_ctx, &windows, max_batch, 1, m.cache_dim(), 0);
+        }
         KvCache::with_windows(
             kv_type,
             n_ctx,
@@ -199,6 +204,16 @@ impl KvCache {
             config.head_dim_k,
             config.head_dim_v,
         )
+    }
+
+    /// Bytes the cache holds per position (over all layers, keys and values), for layers
+    /// with a slot per position.
+    pub fn bytes_per_token(&self) -> usize {
+        let elem = match self.kv_type {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        };
+        self.layers.len() * self.n_head_kv * (self.head_dim_k + self.head_dim_v) * elem
     }
 
     /// Element type.

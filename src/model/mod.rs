@@ -3,7 +3,7 @@
 //! - [`arch`]: per-architecture descriptions, as data.
 //! - [`config`]: hyperparameters from GGUF metadata.
 //! - [`weights`]: tensor lookup and validation (zero-copy matrices into the mapping).
-//! - [`rope`], [`attention`], [`kv_cache`]: the pieces of a block.
+//! - [`rope`], [`attention`], [`mla`], [`moe`], [`kv_cache`]: the pieces of a block.
 //! - [`forward`]: the single forward pass.
 //! - [`Session`]: one sequence with its KV cache; [`Model`]: the loaded file.
 
@@ -13,6 +13,7 @@ pub mod config;
 mod error;
 pub mod forward;
 pub mod kv_cache;
+pub mod mla;
 pub mod moe;
 pub mod perplexity;
 pub mod rope;

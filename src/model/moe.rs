@@ -1,10 +1,13 @@
-//! Mixture-of-experts feed-forward block (qwen3moe).
+//! Mixture-of-experts feed-forward block (qwen3moe, deepseek2).
 //!
-//! For each token the router `ffn_gate_inp` gives one logit per expert; their softmax is
-//! taken over all experts, the `n_expert_used` most probable experts are selected, and
-//! their probabilities (renormalised to sum to 1 when the model asks for it) weight the
-//! selected experts' gated FFN outputs:
-//! `out = sum_e w_e * down_e(act(gate_e h) * up_e h)`.
+//! For each token the router `ffn_gate_inp` gives one logit per expert; they become
+//! probabilities (softmax over all experts, or DeepSeek-V3's independent sigmoid), the
+//! `n_expert_used` experts with the highest probability (plus, for selection only, the
+//! per-expert bias `exp_probs_b` when the file has one) are selected, and their
+//! probabilities (renormalised to sum to 1 when the model asks for it, then multiplied by
+//! `expert_weights_scale` when the architecture scales) weight the selected experts' gated
+//! FFN outputs: `out = sum_e w_e * down_e(act(gate_e h) * up_e h)`. Shared experts are a
+//! plain FFN the caller adds.
 //!
 //! Only the selected experts are computed. The tokens of a batch are grouped by expert, so
 //! each expert's matrices (zero-copy views into the stacked 3-D tensors) are streamed once
@@ -17,7 +20,7 @@ use openweight_kernels::matmul::{can_fuse, matmul, matmul_many, MatRef, MatmulSc
 
 use crate::gguf::GgufFile;
 
-use super::config::MoeConfig;
+use super::config::{Gating, MoeConfig};
 use super::weights::Matrix;
 
 /// Reusable buffers for [`moe_ffn`].
@@ -27,6 +30,8 @@ pub struct MoeScratch {
     probs: Vec<f32>,
     /// Selected `(expert, weight)` per token `[n][n_expert_used]`.
     chosen: Vec<(usize, f32)>,
+    /// Selection scores of one token (probabilities plus the selection bias).
+    scores: Vec<f32>,
     /// Start of each expert's group in `order` (`n_expert + 1` entries).
     group_start: Vec<usize>,
     /// Next free index of each expert's group while filling `order`.
@@ -59,10 +64,13 @@ pub struct Experts<'a> {
     pub up: &'a Matrix,
     /// Down projections, `n_expert * n_embd` x `n_ff_exp`.
     pub down: &'a Matrix,
+    /// Per-expert bias added to the probabilities for selection only (`exp_probs_b`).
+    pub bias: Option<&'a [f32]>,
 }
 
-/// Expert `e` of a stacked matrix holding `n_expert` experts: a view, no copy.
-fn expert<'a>(m: &Matrix, file: &'a GgufFile, e: usize, n_expert: usize) -> MatRef<'a> {
+/// Expert `e` of a stacked matrix holding `n_expert` experts (or head `e` of a per-head
+/// stack): a view, no copy.
+pub(crate) fn expert<'a>(m: &Matrix, file: &'a GgufFile, e: usize, n_expert: usize) -> MatRef<'a> {
     let full = m.mat(file);
     let rows = m.rows / n_expert;
     let bytes = rows * format(m.ty).row_bytes(m.cols);
@@ -86,14 +94,26 @@ fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// Sigmoid of every value of `row` in place.
+fn sigmoid(row: &mut [f32]) {
+    for v in row.iter_mut() {
+        *v = 1.0 / (1.0 + (-*v).exp());
+    }
+}
+
 /// Writes the `k` most probable experts of `probs` with their weights into `out`, most
 /// probable first (ties go to the lower expert index); renormalised to sum to 1 if `norm`.
 /// `out.len()` must be at most `probs.len()`.
 fn select_top_k(probs: &[f32], norm: bool, out: &mut [(usize, f32)]) {
+    select_top_k_by(probs, probs, norm, out);
+}
+
+/// [`select_top_k`] choosing by `scores` but weighting by `probs` (the same length).
+fn select_top_k_by(scores: &[f32], probs: &[f32], norm: bool, out: &mut [(usize, f32)]) {
     let k = out.len();
     for slot in 0..k {
         let mut best: Option<(usize, f32)> = None;
-        for (e, &p) in probs.iter().enumerate() {
+        for (e, &p) in scores.iter().enumerate() {
             if out[..slot].iter().any(|&(c, _)| c == e) {
                 continue;
             }
@@ -102,7 +122,8 @@ fn select_top_k(probs: &[f32], norm: bool, out: &mut [(usize, f32)]) {
                 best = Some((e, p));
             }
         }
-        out[slot] = best.expect("k <= n_expert");
+        let (e, _) = best.expect("k <= n_expert");
+        out[slot] = (e, probs[e]);
     }
     if norm {
         // The reference clamps the sum from below; with softmax weights it cannot get there
@@ -138,8 +159,21 @@ pub fn moe_ffn(
         .chunks_exact_mut(n_expert)
         .zip(s.chosen.chunks_exact_mut(k))
     {
-        softmax(row);
-        select_top_k(row, cfg.norm_weights, chosen);
+        match cfg.gating {
+            Gating::Softmax => softmax(row),
+            Gating::Sigmoid => sigmoid(row),
+        }
+        match w.bias {
+            Some(b) => {
+                s.scores.clear();
+                s.scores.extend(row.iter().zip(b).map(|(p, b)| p + b));
+                select_top_k_by(&s.scores, row, cfg.norm_weights, chosen);
+            }
+            None => select_top_k(row, cfg.norm_weights, chosen),
+        }
+        if let Some(scale) = cfg.weights_scale {
+            chosen.iter_mut().for_each(|(_, w)| *w *= scale);
+        }
     }
 
     // Group the (token, weight) pairs by expert (counting sort, stable in token order).
@@ -350,6 +384,10 @@ mod tests {
             n_expert_used: 3,
             n_ff_exp: n_ff,
             norm_weights: true,
+            gating: Gating::Softmax,
+            weights_scale: None,
+            n_expert_shared: 0,
+            n_dense_lead: 0,
         };
         let [r, g, u, d] = ["router", "gate", "up", "down"].map(|n| matrix(&file, n));
         let experts = Experts {
@@ -357,6 +395,7 @@ mod tests {
             gate: &g,
             up: &u,
             down: &d,
+            bias: None,
         };
         let x: Vec<f32> = (0..n_tok * n_embd)
             .map(|i| (((i as u64 * 2_654_435_761) >> 7) % 1000) as f32 / 250.0 - 2.0)
@@ -423,6 +462,25 @@ mod tests {
         select_top_k(&probs, true, &mut out);
         assert_eq!((out[0].0, out[1].0), (1, 3));
         assert!((out[0].1 - 0.4 / 0.7).abs() < 1e-6 && (out[1].1 - 0.3 / 0.7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_selection_bias_changes_which_experts_win_but_not_their_weights() {
+        let probs = [0.9, 0.5, 0.2, 0.1];
+        let scores = [0.9, 0.5, 0.2 + 1.0, 0.1];
+        let mut out = [(0, 0.0); 2];
+        select_top_k_by(&scores, &probs, false, &mut out);
+        assert_eq!(out, [(2, 0.2), (0, 0.9)]);
+        select_top_k_by(&scores, &probs, true, &mut out);
+        assert!((out[0].1 - 0.2 / 1.1).abs() < 1e-6 && (out[1].1 - 0.9 / 1.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sigmoid_gating_maps_each_logit_independently_into_zero_one() {
+        let mut r = [0.0, 2.0, -2.0];
+        sigmoid(&mut r);
+        assert_eq!(r[0], 0.5);
+        assert!((r[1] - 0.880_797).abs() < 1e-6 && (r[1] + r[2] - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -111,15 +111,10 @@ impl<'m> Session<'m> {
             KvType::F16 => 2,
             KvType::F32 => 4,
         };
-        let kv_bytes = [
-            c.n_layer,
-            c.n_head_kv,
-            c.head_dim_k + c.head_dim_v,
-            elem_bytes,
-        ]
-        .iter()
-        .try_fold(options.n_ctx, |acc, &x| acc.checked_mul(x))
-        .filter(|&b| b <= isize::MAX as usize);
+        let kv_bytes = [c.kv_values_per_token(), elem_bytes]
+            .iter()
+            .try_fold(options.n_ctx, |acc, &x| acc.checked_mul(x))
+            .filter(|&b| b <= isize::MAX as usize);
         if kv_bytes.is_none() {
             return Err(ModelError::InvalidOption(format!(
                 "n_ctx {} is too large: its KV cache would not fit in memory",

@@ -10,8 +10,8 @@ use openweight_kernels::GgmlType;
 
 use crate::gguf::{GgufFile, TensorInfo};
 
-use super::arch::{FfnLayout, Need};
-use super::config::Config;
+use super::arch::{AttnKind, FfnLayout, Need};
+use super::config::{Config, MlaConfig};
 use super::error::ModelError;
 
 /// A validated 2-D weight matrix in the file: `rows` rows of `cols` elements of `ty`.
@@ -70,12 +70,15 @@ impl Matrix {
 pub struct LayerWeights {
     /// Pre-attention RMSNorm weight (`n_embd`).
     pub attn_norm: Vec<f32>,
-    /// Query projection (`n_head * head_dim_k` x `n_embd`).
-    pub wq: Matrix,
-    /// Key projection (`n_head_kv * head_dim_k` x `n_embd`).
-    pub wk: Matrix,
-    /// Value projection (`n_head_kv * head_dim_v` x `n_embd`).
-    pub wv: Matrix,
+    /// Query projection (`n_head * head_dim_k` x `n_embd`); `None` with latent attention.
+    pub wq: Option<Matrix>,
+    /// Key projection (`n_head_kv * head_dim_k` x `n_embd`); `None` with latent attention.
+    pub wk: Option<Matrix>,
+    /// Value projection (`n_head_kv * head_dim_v` x `n_embd`); `None` with latent
+    /// attention.
+    pub wv: Option<Matrix>,
+    /// Latent-attention projections (architectures with [`AttnKind::Mla`]).
+    pub mla: Option<MlaWeights>,
     /// Output projection (`n_embd` x `n_head * head_dim_v`).
     pub wo: Matrix,
     /// Query bias.
@@ -109,6 +112,34 @@ pub struct LayerWeights {
     pub ffn_gate_inp: Option<Matrix>,
     /// RMSNorm of the FFN output before the residual add.
     pub post_ffn_norm: Option<Vec<f32>>,
+    /// Per-expert bias added to the router probabilities for selection only
+    /// (`exp_probs_b.bias`, `n_expert`).
+    pub exp_probs_b: Option<Vec<f32>>,
+    /// Shared experts (`ffn_{gate,up,down}_shexp`, `n_expert_shared * n_ff_exp` hidden
+    /// units), run on every token of an expert layer: gate, up, down.
+    pub shexp: Option<[Matrix; 3]>,
+}
+
+/// The projections of one latent-attention block (see [`super::mla`]).
+#[derive(Clone, Debug)]
+pub struct MlaWeights {
+    /// Full query projection `attn_q` (`n_head * head_dim_qk` x `n_embd`), when the file
+    /// has no low-rank pair.
+    pub wq: Option<Matrix>,
+    /// Low-rank query down-projection `attn_q_a` (`q_lora_rank` x `n_embd`), its RMSNorm
+    /// weight `attn_q_a_norm` and the up-projection `attn_q_b`
+    /// (`n_head * head_dim_qk` x `q_lora_rank`).
+    pub q_lora: Option<(Matrix, Vec<f32>, Matrix)>,
+    /// `attn_kv_a_mqa` (`kv_lora_rank + n_rot` x `n_embd`): the latent, then the rotary key.
+    pub wkv_a: Matrix,
+    /// RMSNorm weight of the latent (`attn_kv_a_norm`, `kv_lora_rank`).
+    pub kv_a_norm: Vec<f32>,
+    /// Per-head key up-projections `attn_k_b`, stacked: head `h` is rows
+    /// `h * kv_lora_rank ..` of `head_dim_nope` columns (latent from non-rotary query).
+    pub wk_b: Matrix,
+    /// Per-head value up-projections `attn_v_b`, stacked: head `h` is rows
+    /// `h * head_dim_v ..` of `kv_lora_rank` columns.
+    pub wv_b: Matrix,
 }
 
 /// All weights of a model.
@@ -262,7 +293,7 @@ impl Weights {
         let q_dim = config.n_head * config.head_dim_k;
         let k_dim = config.n_head_kv * config.head_dim_k;
         let v_dim = config.n_head_kv * config.head_dim_v;
-        let o_dim = config.n_head * config.head_dim_v;
+        let o_dim = config.n_head * config.mla.map_or(config.head_dim_v, |m| m.head_dim_v);
 
         let token_embd = ld.matrix("token_embd.weight", n_vocab, n_embd)?;
         let mut layers = Vec::with_capacity(config.n_layer);
@@ -270,32 +301,52 @@ impl Weights {
             let n = |role: &str| format!("blk.{i}.{role}");
             let hd = config.head_dim_k;
             let fused_qkv = ld.find(&n("attn_qkv.weight"), a.attn_qkv)?;
-            let (wq, wk, wv, bq, bk, bv) = if let Some(info) = fused_qkv {
+            let mla = match (a.attention, &config.mla) {
+                (AttnKind::Mla, Some(m)) => Some(load_mla(&ld, config, m, i)?),
+                _ => None,
+            };
+            let (wq, wk, wv, bq, bk, bv) = if mla.is_some() {
+                (None, None, None, None, None, None)
+            } else if let Some(info) = fused_qkv {
                 // One tensor of q, k and v rows stacked in that order (and its bias).
                 let qkv = ld.matrix_from(info, q_dim + k_dim + v_dim, n_embd)?;
                 let b = ld.vector(&n("attn_qkv.bias"), qkv.rows, Need::Optional)?;
                 let part =
                     |start: usize, len: usize| b.as_ref().map(|b| b[start..start + len].to_vec());
                 (
-                    qkv.rows(0, q_dim),
-                    qkv.rows(q_dim, k_dim),
-                    qkv.rows(q_dim + k_dim, v_dim),
+                    Some(qkv.rows(0, q_dim)),
+                    Some(qkv.rows(q_dim, k_dim)),
+                    Some(qkv.rows(q_dim + k_dim, v_dim)),
                     part(0, q_dim),
                     part(q_dim, k_dim),
                     part(q_dim + k_dim, v_dim),
                 )
             } else {
                 (
-                    ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?,
-                    ld.matrix(&n("attn_k.weight"), k_dim, n_embd)?,
-                    ld.matrix(&n("attn_v.weight"), v_dim, n_embd)?,
+                    Some(ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?),
+                    Some(ld.matrix(&n("attn_k.weight"), k_dim, n_embd)?),
+                    Some(ld.matrix(&n("attn_v.weight"), v_dim, n_embd)?),
                     ld.vector(&n("attn_q.bias"), q_dim, a.attn_q_bias)?,
                     ld.vector(&n("attn_k.bias"), k_dim, a.attn_k_bias)?,
                     ld.vector(&n("attn_v.bias"), v_dim, a.attn_v_bias)?,
                 )
             };
-            let (w_gate, w_up, w_down, ffn_gate_inp) = if let Some(moe) = &config.moe {
+            let mut exp_probs_b = None;
+            let mut shexp = None;
+            let moe_layer = config.moe.filter(|_| config.is_moe_layer(i));
+            let (w_gate, w_up, w_down, ffn_gate_inp) = if let Some(moe) = &moe_layer {
                 let (ne, nf) = (moe.n_expert, moe.n_ff_exp);
+                if a.moe.is_some_and(|m| m.deepseek) {
+                    exp_probs_b = ld.vector(&n("exp_probs_b.bias"), ne, Need::Optional)?;
+                    if moe.n_expert_shared > 0 {
+                        let ns = moe.n_expert_shared * nf;
+                        shexp = Some([
+                            ld.matrix(&n("ffn_gate_shexp.weight"), ns, n_embd)?,
+                            ld.matrix(&n("ffn_up_shexp.weight"), ns, n_embd)?,
+                            ld.matrix(&n("ffn_down_shexp.weight"), n_embd, ns)?,
+                        ]);
+                    }
+                }
                 (
                     ld.experts(&n("ffn_gate_exps.weight"), ne, nf, n_embd)?,
                     ld.experts(&n("ffn_up_exps.weight"), ne, nf, n_embd)?,
@@ -321,6 +372,7 @@ impl Weights {
                 wq,
                 wk,
                 wv,
+                mla,
                 wo: ld.matrix(&n("attn_output.weight"), n_embd, o_dim)?,
                 bq,
                 bk,
@@ -339,6 +391,8 @@ impl Weights {
                 w_down,
                 ffn_gate_inp,
                 post_ffn_norm: ld.vector(&n("post_ffw_norm.weight"), n_embd, a.post_ffn_norm)?,
+                exp_probs_b,
+                shexp,
             });
             // q and k norms come as a pair.
             let l = layers.last().expect("just pushed");
@@ -367,6 +421,47 @@ impl Weights {
             rope_freqs,
         })
     }
+}
+
+/// The latent-attention tensors of block `i`: queries from `attn_q_a` -> `attn_q_a_norm`
+/// -> `attn_q_b` when the file has `attn_q_a`, else from `attn_q`.
+fn load_mla(
+    ld: &Loader<'_>,
+    config: &Config,
+    m: &MlaConfig,
+    i: usize,
+) -> Result<MlaWeights, ModelError> {
+    let n = |role: &str| format!("blk.{i}.{role}");
+    let (n_embd, n_head) = (config.n_embd, config.n_head);
+    let q_dim = n_head * m.head_dim_qk;
+    let (wq, q_lora) = if ld.file.tensor(&n("attn_q_a.weight")).is_some() {
+        if m.q_lora_rank == 0 {
+            return Err(ModelError::MissingKey {
+                arch: ld.arch.to_string(),
+                key: format!("{}.attention.q_lora_rank", ld.arch),
+            });
+        }
+        let r = m.q_lora_rank;
+        let qa = ld.matrix(&n("attn_q_a.weight"), r, n_embd)?;
+        let norm = ld.required_vector(&n("attn_q_a_norm.weight"), r)?;
+        let qb = ld.matrix(&n("attn_q_b.weight"), q_dim, r)?;
+        (None, Some((qa, norm, qb)))
+    } else {
+        (Some(ld.matrix(&n("attn_q.weight"), q_dim, n_embd)?), None)
+    };
+    Ok(MlaWeights {
+        wq,
+        q_lora,
+        wkv_a: ld.matrix(&n("attn_kv_a_mqa.weight"), m.cache_dim(), n_embd)?,
+        kv_a_norm: ld.required_vector(&n("attn_kv_a_norm.weight"), m.kv_lora_rank)?,
+        wk_b: ld.experts(
+            &n("attn_k_b.weight"),
+            n_head,
+            m.kv_lora_rank,
+            m.head_dim_nope(),
+        )?,
+        wv_b: ld.experts(&n("attn_v_b.weight"), n_head, m.head_dim_v, m.kv_lora_rank)?,
+    })
 }
 
 #[cfg(test)]

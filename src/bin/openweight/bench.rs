@@ -131,9 +131,9 @@ pub fn run(args: Args) -> Result<()> {
 
     let weight_bytes: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
     let n_params: u64 = model.gguf().tensors().iter().map(|t| t.n_elements()).sum();
-    // F16 cache (the session default): one key and one value row per layer and KV head.
-    let kv_bytes_per_token =
-        config.n_layer * config.n_head_kv * (config.head_dim_k + config.head_dim_v) * 2;
+    // F16 cache (the session default): one key and one value row per layer and KV head, or
+    // the latent plus the rotary key per layer with latent attention.
+    let kv_bytes_per_token = config.kv_values_per_token() * 2;
 
     if args.json {
         let mut out = String::from("{\"model\": ");
