@@ -94,43 +94,6 @@ golden_model!(
 golden_model!(seed_oss_f32, "seed_oss-f32", Class::Dense, 1e-3);
 golden_model!(seed_oss_q4_k_m, "seed_oss-q4_k_m", Class::Quantized, 4e-2);
 
-/// Copies synthetic model `name` without the tensors `drop`, with `meta` applied to each
-/// metadata entry (`None` removes it) and `extra` keys added, then loads it.
-fn load_edited(
-    name: &str,
-    drop: &[&str],
-    meta: impl Fn(&str, &Value) -> Option<Value>,
-    extra: &[(String, Value)],
-) -> Result<Model, openweight::Error> {
-    let src = GgufFile::open(golden().join(format!("synthetic/models/{name}.gguf"))).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        if k == "general.alignment" {
-            continue;
-        }
-        if let Some(v) = meta(k, v) {
-            w.add_metadata(k.clone(), v).unwrap();
-        }
-    }
-    for (k, v) in extra {
-        w.add_metadata(k.clone(), v.clone()).unwrap();
-    }
-    for t in src.tensors() {
-        if !drop.contains(&t.name.as_str()) {
-            w.add_tensor(
-                t.name.clone(),
-                &t.ne,
-                t.type_id,
-                src.tensor_data(t).to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
-    Model::from_gguf(file, tokenizer)
-}
-
 fn keep(_: &str, v: &Value) -> Option<Value> {
     Some(v.clone())
 }

@@ -10,9 +10,8 @@ mod model_common;
 use std::process::Command;
 
 use model_common::*;
-use openweight::gguf::{GgufFile, GgufWriter, TensorInfo, Value};
+use openweight::gguf::Value;
 use openweight::model::{LogitsMode, Model, ModelError, Session};
-use openweight::tokenizer::Tokenizer;
 
 fn model(name: &str) -> Model {
     let path = golden().join(format!("synthetic/models/{name}.gguf"));
@@ -300,40 +299,14 @@ fn bench_reports_the_latent_kv_bytes_per_token() {
     assert_eq!(v["kv_bytes_per_token"], 576, "{v}");
 }
 
-/// Copies `src` with metadata `set` overriding (or adding) values and `drop_key` and the
-/// tensor `drop_tensor` left out, then loads it.
+/// Loads synthetic model `src` edited as [`load_with`] does, keeping only model errors.
 fn load_modified(
     src: &str,
     drop_key: &str,
     drop_tensor: &str,
     set: &[(&str, Value)],
 ) -> Result<Model, ModelError> {
-    let src = GgufFile::open(golden().join(format!("synthetic/models/{src}.gguf"))).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        if k == "general.alignment" || k == drop_key || set.iter().any(|(s, _)| s == k) {
-            continue;
-        }
-        w.add_metadata(k.clone(), v.clone()).unwrap();
-    }
-    for (k, v) in set {
-        w.add_metadata(k.to_string(), v.clone()).unwrap();
-    }
-    let tensors: Vec<&TensorInfo> = src.tensors().iter().collect();
-    for t in tensors {
-        if t.name != drop_tensor {
-            w.add_tensor(
-                t.name.clone(),
-                &t.ne,
-                t.type_id,
-                src.tensor_data(t).to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
-    match Model::from_gguf(file, tokenizer) {
+    match load_with(src, drop_key, drop_tensor, set) {
         Ok(m) => Ok(m),
         Err(openweight::Error::Model(e)) => Err(e),
         Err(e) => panic!("expected a model error, got {e}"),

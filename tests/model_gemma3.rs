@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use model_common::*;
-use openweight::gguf::{Array, GgufFile, GgufWriter, Value};
+use openweight::gguf::{Array, Value};
 use openweight::model::perplexity::token_nlls;
 use openweight::model::{LogitsMode, Model};
-use openweight::tokenizer::Tokenizer;
 
 fn synthetic(name: &str) -> Model {
     let path = golden().join(format!("synthetic/models/{name}.gguf"));
@@ -290,31 +289,7 @@ fn load_edited(
     drop_tensor: &str,
     set: &[(&str, Value)],
 ) -> Result<Model, openweight::Error> {
-    let src = GgufFile::open(golden().join("synthetic/models/gemma3-f32.gguf")).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        if k == "general.alignment" || k == drop_key || set.iter().any(|(s, _)| s == k) {
-            continue;
-        }
-        w.add_metadata(k.clone(), v.clone()).unwrap();
-    }
-    for (k, v) in set {
-        w.add_metadata(k.to_string(), v.clone()).unwrap();
-    }
-    for t in src.tensors() {
-        if t.name != drop_tensor {
-            w.add_tensor(
-                t.name.clone(),
-                &t.ne,
-                t.type_id,
-                src.tensor_data(t).to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
-    Model::from_gguf(file, tokenizer)
+    load_with("gemma3-f32", drop_key, drop_tensor, set)
 }
 
 fn load_error(r: Result<Model, openweight::Error>) -> String {

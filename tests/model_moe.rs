@@ -6,7 +6,7 @@
 mod model_common;
 
 use model_common::*;
-use openweight::gguf::{GgufFile, GgufWriter, TensorInfo, Value};
+use openweight::gguf::{GgufFile, GgufWriter, Value};
 use openweight::model::{LogitsMode, Model, ModelError, Session};
 use openweight::tokenizer::Tokenizer;
 
@@ -116,34 +116,9 @@ fn prefill_grouped_by_expert_equals_one_token_at_a_time() {
 }
 
 /// Copies `qwen3moe-f32` with metadata key `drop_key` and tensor `drop_tensor` left out
-/// and metadata `set` overriding values, then loads it.
+/// and metadata `set` overriding values, then loads it, expecting a model error.
 fn load_without(drop_key: &str, drop_tensor: &str, set: &[(&str, Value)]) -> ModelError {
-    let src = GgufFile::open(golden().join("synthetic/models/qwen3moe-f32.gguf")).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        if k == "general.alignment" || k == drop_key || set.iter().any(|(s, _)| s == k) {
-            continue;
-        }
-        w.add_metadata(k.clone(), v.clone()).unwrap();
-    }
-    for (k, v) in set {
-        w.add_metadata(k.to_string(), v.clone()).unwrap();
-    }
-    let tensors: Vec<&TensorInfo> = src.tensors().iter().collect();
-    for t in tensors {
-        if t.name != drop_tensor {
-            w.add_tensor(
-                t.name.clone(),
-                &t.ne,
-                t.type_id,
-                src.tensor_data(t).to_vec(),
-            )
-            .unwrap();
-        }
-    }
-    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
-    match Model::from_gguf(file, tokenizer) {
+    match load_with("qwen3moe-f32", drop_key, drop_tensor, set) {
         Err(openweight::Error::Model(e)) => e,
         Err(e) => panic!("expected a model error, got {e}"),
         Ok(_) => panic!("the defective file loaded"),

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use openweight::gguf::{GgufFile, GgufWriter, Value};
 use openweight::model::{LogitsMode, Model, Session, SessionOptions};
+use openweight::tokenizer::Tokenizer;
 
 /// Root of the golden data.
 pub fn golden() -> PathBuf {
@@ -336,4 +338,61 @@ pub fn check_greedy(model: &Model, what: &str, refs: &[RefGreedy]) -> Vec<String
         }
     }
     divergences
+}
+
+/// Copies synthetic model `name` without the tensors `drop`, with `meta` applied to each
+/// metadata entry (`None` removes it) and `extra` keys added, then loads it.
+pub fn load_edited(
+    name: &str,
+    drop: &[&str],
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    extra: &[(String, Value)],
+) -> Result<Model, openweight::Error> {
+    let src = GgufFile::open(golden().join(format!("synthetic/models/{name}.gguf"))).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if k == "general.alignment" {
+            continue;
+        }
+        if let Some(v) = meta(k, v) {
+            w.add_metadata(k.clone(), v).unwrap();
+        }
+    }
+    for (k, v) in extra {
+        w.add_metadata(k.clone(), v.clone()).unwrap();
+    }
+    for t in src.tensors() {
+        if !drop.contains(&t.name.as_str()) {
+            w.add_tensor(
+                t.name.clone(),
+                &t.ne,
+                t.type_id,
+                src.tensor_data(t).to_vec(),
+            )
+            .unwrap();
+        }
+    }
+    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    Model::from_gguf(file, tokenizer)
+}
+
+/// The usual edit of [`load_edited`]: synthetic model `name` without metadata key `drop_key`
+/// and tensor `drop_tensor` (either may be `""`), with the keys of `set` added or overriding.
+pub fn load_with(
+    name: &str,
+    drop_key: &str,
+    drop_tensor: &str,
+    set: &[(&str, Value)],
+) -> Result<Model, openweight::Error> {
+    let extra: Vec<(String, Value)> = set
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    load_edited(
+        name,
+        &[drop_tensor],
+        |k, v| (k != drop_key && !set.iter().any(|(s, _)| *s == k)).then(|| v.clone()),
+        &extra,
+    )
 }
