@@ -16,15 +16,6 @@ use openweight::tokenizer::Tokenizer;
 /// The synthetic models of these families, each in F32 and a Q4_K_M mix.
 const FAMILIES: [&str; 4] = ["glm4", "ernie4_5", "pangu-embedded", "seed_oss"];
 
-fn model(name: &str) -> Model {
-    let path = golden().join(format!("synthetic/models/{name}.gguf"));
-    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn prompts(name: &str) -> Vec<RefPrompt> {
-    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
-}
-
 /// Issue #9's bounds on top of the README's tolerance class: the reference's top-8 logits
 /// within `logit_tol` relative (scaled by `max(1, |logit|)`) and every row's log-sum-exp
 /// within 2e-2 relative.
@@ -52,23 +43,23 @@ macro_rules! golden_model {
 
             #[test]
             fn batch_logits_match_the_reference() {
-                let m = model($name);
-                let a = batch_agreement(&m, &prompts($name));
+                let m = synthetic_model($name);
+                let a = batch_agreement(&m, &synthetic_prompts($name));
                 $class.check(concat!($name, " batch"), &a);
                 check_bounds(concat!($name, " batch"), &a, $logit_tol);
             }
 
             #[test]
             fn token_by_token_decode_matches_the_reference() {
-                let m = model($name);
-                let a = incremental_agreement(&m, &prompts($name));
+                let m = synthetic_model($name);
+                let a = incremental_agreement(&m, &synthetic_prompts($name));
                 $class.check(concat!($name, " incremental"), &a);
                 check_bounds(concat!($name, " incremental"), &a, $logit_tol);
             }
 
             #[test]
             fn greedy_continuation_matches_the_reference_up_to_a_near_tie() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 let refs =
                     read_greedy(&golden().join(concat!("synthetic/", $name, ".greedy.jsonl")));
                 check_greedy(&m, $name, &refs);
@@ -218,7 +209,7 @@ fn an_unsupported_architecture_name_is_named_in_the_error() {
 
 #[test]
 fn glm4_reads_a_rope_dimension_count_below_the_head_dimension_as_partial_rotary() {
-    let m = model("glm4-f32");
+    let m = synthetic_model("glm4-f32");
     assert_eq!(m.config().head_dim_k, 64);
     assert_eq!(m.config().rope.n_rot, 32);
 }
@@ -438,7 +429,7 @@ fn glm4_with_q_k_v_fused_in_attn_qkv_computes_what_the_split_file_does() {
     assert!(file.tensor("blk.0.attn_q.weight").is_none());
     let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     let fused = Model::from_gguf(file, tokenizer).unwrap();
-    let split = model("glm4-f32");
+    let split = synthetic_model("glm4-f32");
     let ids = [1, 259, 305, 267, 264, 365];
     let want = session(&split, ids.len())
         .eval(&ids, LogitsMode::All)
@@ -455,7 +446,7 @@ fn glm4_with_q_k_v_fused_in_attn_qkv_computes_what_the_split_file_does() {
 fn ernie4_5_ignores_an_attention_output_bias_in_the_file_as_the_reference_does() {
     // The synthetic file carries `attn_output.bias`; the reference's graph never adds it,
     // and the golden logits above are only matched without it.
-    let m = model("ernie4_5-f32");
+    let m = synthetic_model("ernie4_5-f32");
     assert!(m.gguf().tensor("blk.0.attn_output.bias").is_some());
     assert!(m.weights().layers.iter().all(|l| l.bo.is_none()));
     // Tied: the LM head is the embedding table.
@@ -465,7 +456,7 @@ fn ernie4_5_ignores_an_attention_output_bias_in_the_file_as_the_reference_does()
 
 #[test]
 fn seed_oss_normalises_the_ffn_input_with_its_post_attention_norm_tensor() {
-    let m = model("seed_oss-f32");
+    let m = synthetic_model("seed_oss-f32");
     let f = m.gguf();
     let stored = f.tensor("blk.1.post_attention_norm.weight").unwrap();
     let mut want = vec![0f32; 256];

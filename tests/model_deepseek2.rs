@@ -13,59 +13,6 @@ use model_common::*;
 use openweight::gguf::Value;
 use openweight::model::{LogitsMode, Model, ModelError, Session};
 
-fn model(name: &str) -> Model {
-    let path = golden().join(format!("synthetic/models/{name}.gguf"));
-    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn prompts(name: &str) -> Vec<RefPrompt> {
-    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
-}
-
-/// Greedy continuations, judged as the golden README does for mixture-of-experts models:
-/// identical up to the first divergence, which must be one of our near ties or (a routing
-/// choice flipping, invisible from the logits) happen in at most a third of the sequences.
-fn check_moe_greedy(m: &Model, name: &str) {
-    let refs = read_greedy(&golden().join(format!("synthetic/{name}.greedy.jsonl")));
-    let mut not_at_tie = Vec::new();
-    let mut identical = 0;
-    for (pi, g) in refs.iter().enumerate() {
-        let mut s = session(m, g.prompt_ids.len() + g.greedy_ids.len() + 1);
-        let mut logits = s
-            .eval(&g.prompt_ids, LogitsMode::Last)
-            .expect("prefill")
-            .to_vec();
-        let mut diverged = false;
-        for (step, &want) in g.greedy_ids.iter().enumerate() {
-            let (ours, t1, t2) = top2(&logits);
-            if ours != want {
-                let msg = format!(
-                    "{name} prompt {pi} step {step}: ours {ours} vs reference {want}, our top1-top2 gap {:.5} at {t1:.4}",
-                    t1 - t2
-                );
-                eprintln!("greedy divergence: {msg}");
-                if !is_near_tie(t1, t2) {
-                    not_at_tie.push(msg);
-                }
-                diverged = true;
-                break;
-            }
-            logits = s.eval(&[ours], LogitsMode::Last).expect("decode").to_vec();
-        }
-        identical += usize::from(!diverged);
-    }
-    eprintln!(
-        "{name}: {identical} of {} greedy continuations identical",
-        refs.len()
-    );
-    assert!(
-        not_at_tie.len() * 3 <= refs.len(),
-        "{name}: {} of {} sequences diverge away from a near tie: {not_at_tie:?}",
-        not_at_tie.len(),
-        refs.len()
-    );
-}
-
 macro_rules! synthetic_deepseek2 {
     ($module:ident, $name:literal) => {
         mod $module {
@@ -73,25 +20,25 @@ macro_rules! synthetic_deepseek2 {
 
             #[test]
             fn batch_logits_match_the_reference() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 Class::Quantized.check(
                     concat!($name, " batch"),
-                    &batch_agreement(&m, &prompts($name)),
+                    &batch_agreement(&m, &synthetic_prompts($name)),
                 );
             }
 
             #[test]
             fn token_by_token_decode_matches_the_reference() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 Class::Quantized.check(
                     concat!($name, " incremental"),
-                    &incremental_agreement(&m, &prompts($name)),
+                    &incremental_agreement(&m, &synthetic_prompts($name)),
                 );
             }
 
             #[test]
             fn greedy_continuation_matches_the_reference_up_to_a_near_tie_or_routing_flip() {
-                check_moe_greedy(&model($name), $name);
+                check_moe_greedy(&synthetic_model($name), $name);
             }
 
             #[test]
@@ -112,10 +59,10 @@ macro_rules! f32_logits_within_dense_bounds {
 
             #[test]
             fn batch_logits_are_within_the_dense_f32_bounds() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 Class::Dense.check(
                     concat!($name, " batch (dense bounds)"),
-                    &batch_agreement(&m, &prompts($name)),
+                    &batch_agreement(&m, &synthetic_prompts($name)),
                 );
             }
         }
@@ -163,35 +110,35 @@ mod deepseek2_q4_k_m {
 
     #[test]
     fn batch_logits_match_the_reference_within_measured_bounds() {
-        let m = model("deepseek2-q4_k_m");
+        let m = synthetic_model("deepseek2-q4_k_m");
         check_measured(
             "deepseek2-q4_k_m batch",
-            &batch_agreement(&m, &prompts("deepseek2-q4_k_m")),
+            &batch_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
         );
     }
 
     #[test]
     fn token_by_token_decode_matches_the_reference_within_measured_bounds() {
-        let m = model("deepseek2-q4_k_m");
+        let m = synthetic_model("deepseek2-q4_k_m");
         check_measured(
             "deepseek2-q4_k_m incremental",
-            &incremental_agreement(&m, &prompts("deepseek2-q4_k_m")),
+            &incremental_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
         );
     }
 
     #[test]
     #[ignore = "deepseek2-q4_k_m is at top-1 0.978 / mean KL 3.55e-3, short of the README's 0.98 / 3e-3 (routing flips at sub-1e-3 margins)"]
     fn batch_logits_match_the_reference_within_the_readme_bounds() {
-        let m = model("deepseek2-q4_k_m");
+        let m = synthetic_model("deepseek2-q4_k_m");
         Class::Quantized.check(
             "deepseek2-q4_k_m batch",
-            &batch_agreement(&m, &prompts("deepseek2-q4_k_m")),
+            &batch_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
         );
     }
 
     #[test]
     fn greedy_continuation_matches_the_reference_up_to_a_near_tie_or_routing_flip() {
-        check_moe_greedy(&model("deepseek2-q4_k_m"), "deepseek2-q4_k_m");
+        check_moe_greedy(&synthetic_model("deepseek2-q4_k_m"), "deepseek2-q4_k_m");
     }
 
     #[test]
@@ -202,7 +149,7 @@ mod deepseek2_q4_k_m {
 
 /// Batch logits of 100 tokens against the same tokens decoded one at a time.
 fn prefill_matches_decode(name: &str) {
-    let m = model(name);
+    let m = synthetic_model(name);
     let ids: Vec<u32> = (0..100).map(|i| 3 + (i * 53) % 500).collect();
     let n_vocab = m.config().n_vocab;
     let mut batch = session(&m, ids.len());
@@ -222,7 +169,7 @@ fn prefill_matches_decode(name: &str) {
 #[test]
 fn hyperparameters_describe_latent_attention_shared_experts_and_each_routing() {
     use openweight::model::config::Gating;
-    let full = model("deepseek2-f32");
+    let full = synthetic_model("deepseek2-f32");
     let c = full.config();
     let mla = c.mla.expect("latent attention");
     assert_eq!(
@@ -249,7 +196,7 @@ fn hyperparameters_describe_latent_attention_shared_experts_and_each_routing() {
     assert!(full.weights().layers[1].exp_probs_b.is_some());
     assert!(full.weights().layers[0].shexp.is_none() && full.weights().layers[2].shexp.is_some());
 
-    let lite = model("deepseek2-lite-f32");
+    let lite = synthetic_model("deepseek2-lite-f32");
     let c = lite.config();
     assert_eq!(c.mla.expect("latent attention").q_lora_rank, 0);
     let moe = c.moe.expect("experts");
@@ -266,7 +213,7 @@ fn hyperparameters_describe_latent_attention_shared_experts_and_each_routing() {
 fn kv_cache_holds_only_the_latent_and_the_rotary_key_per_token() {
     use openweight::model::kv_cache::KvCache;
     use openweight::model::KvType;
-    let m = model("deepseek2-q4_k_m");
+    let m = synthetic_model("deepseek2-q4_k_m");
     let c = m.config();
     // (kv_lora_rank 64 + rope dims 32) x 3 layers
     assert_eq!(c.kv_values_per_token(), (64 + 32) * 3);

@@ -14,15 +14,6 @@ use openweight::gguf::{Array, Value};
 use openweight::model::perplexity::token_nlls;
 use openweight::model::{LogitsMode, Model};
 
-fn synthetic(name: &str) -> Model {
-    let path = golden().join(format!("synthetic/models/{name}.gguf"));
-    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn synthetic_prompts(name: &str) -> Vec<RefPrompt> {
-    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
-}
-
 const REAL: &str = "gemma3-270m-q4_k_m";
 
 fn real_path() -> PathBuf {
@@ -53,7 +44,7 @@ macro_rules! synthetic_model {
 
             #[test]
             fn every_golden_prompt_is_longer_than_the_sliding_window() {
-                let m = synthetic($name);
+                let m = synthetic_model($name);
                 let window = m.config().sliding_window.expect("sliding window");
                 assert_eq!(window, 8);
                 assert!(synthetic_prompts($name)
@@ -63,21 +54,21 @@ macro_rules! synthetic_model {
 
             #[test]
             fn batch_logits_match_the_reference() {
-                let m = synthetic($name);
+                let m = synthetic_model($name);
                 let a = batch_agreement(&m, &synthetic_prompts($name));
                 $class.check(concat!($name, " batch"), &a);
             }
 
             #[test]
             fn token_by_token_decode_matches_the_reference() {
-                let m = synthetic($name);
+                let m = synthetic_model($name);
                 let a = incremental_agreement(&m, &synthetic_prompts($name));
                 $class.check(concat!($name, " incremental"), &a);
             }
 
             #[test]
             fn greedy_continuation_matches_the_reference_up_to_a_near_tie() {
-                let m = synthetic($name);
+                let m = synthetic_model($name);
                 let refs =
                     read_greedy(&golden().join(concat!("synthetic/", $name, ".greedy.jsonl")));
                 check_greedy(&m, $name, &refs);
@@ -108,7 +99,7 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 fn batch_and_decode_agree_after_the_sliding_window_ring_has_wrapped() {
     // 700 tokens: the batch path writes chunks of 512 into a ring of 8 - 1 + 512 slots,
     // decode one token at a time; both wrap the ring and must see the same keys.
-    let m = synthetic("gemma3-f32");
+    let m = synthetic_model("gemma3-f32");
     let ids = long_sequence(700);
     let n_vocab = m.config().n_vocab;
     let mut batch = session(&m, ids.len());
@@ -129,7 +120,7 @@ fn batch_and_decode_agree_after_the_sliding_window_ring_has_wrapped() {
 fn set_prompt_that_keeps_a_long_prefix_equals_a_fresh_evaluation() {
     // The second prompt shares 650 tokens with the first; the ring has overwritten keys
     // that position 650 would need, so the session must not reuse that prefix blindly.
-    let m = synthetic("gemma3-f32");
+    let m = synthetic_model("gemma3-f32");
     let first = long_sequence(1200);
     let mut second = first[..650].to_vec();
     second.extend([7, 8, 9]);
@@ -301,7 +292,7 @@ fn load_error(r: Result<Model, openweight::Error>) -> String {
 
 #[test]
 fn by_default_every_sixth_layer_is_global_so_both_synthetic_layers_slide() {
-    let m = synthetic("gemma3-f32");
+    let m = synthetic_model("gemma3-f32");
     let c = m.config();
     assert_eq!(c.swa_layers, vec![true, true]);
     assert_eq!(c.layer_window(0), Some(8));
@@ -366,7 +357,7 @@ fn rope_freq_base_swa_sets_the_sliding_layers_base() {
 #[test]
 fn final_logit_softcapping_bounds_the_logits_by_c_tanh_of_logits_over_c() {
     let ids = [1u32, 40, 41, 42];
-    let plain = synthetic("gemma3-f32");
+    let plain = synthetic_model("gemma3-f32");
     let raw = session(&plain, 4)
         .eval(&ids, LogitsMode::All)
         .expect("eval")

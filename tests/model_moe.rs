@@ -10,51 +10,6 @@ use openweight::gguf::{GgufFile, GgufWriter, Value};
 use openweight::model::{LogitsMode, Model, ModelError, Session};
 use openweight::tokenizer::Tokenizer;
 
-fn model(name: &str) -> Model {
-    let path = golden().join(format!("synthetic/models/{name}.gguf"));
-    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn prompts(name: &str) -> Vec<RefPrompt> {
-    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
-}
-
-/// Greedy continuations, judged as the golden README does for mixture-of-experts models:
-/// identical up to the first divergence, which must be one of our near ties or (a routing
-/// choice flipping, invisible from the logits) happen in at most a third of the sequences.
-fn check_moe_greedy(m: &Model, name: &str) {
-    let refs = read_greedy(&golden().join(format!("synthetic/{name}.greedy.jsonl")));
-    let mut not_at_tie = Vec::new();
-    for (pi, g) in refs.iter().enumerate() {
-        let mut s = session(m, g.prompt_ids.len() + g.greedy_ids.len() + 1);
-        let mut logits = s
-            .eval(&g.prompt_ids, LogitsMode::Last)
-            .expect("prefill")
-            .to_vec();
-        for (step, &want) in g.greedy_ids.iter().enumerate() {
-            let (ours, t1, t2) = top2(&logits);
-            if ours != want {
-                let msg = format!(
-                    "{name} prompt {pi} step {step}: ours {ours} vs reference {want}, our top1-top2 gap {:.5} at {t1:.4}",
-                    t1 - t2
-                );
-                eprintln!("greedy divergence: {msg}");
-                if !is_near_tie(t1, t2) {
-                    not_at_tie.push(msg);
-                }
-                break;
-            }
-            logits = s.eval(&[ours], LogitsMode::Last).expect("decode").to_vec();
-        }
-    }
-    assert!(
-        not_at_tie.len() * 3 <= refs.len(),
-        "{name}: {} of {} sequences diverge away from a near tie: {not_at_tie:?}",
-        not_at_tie.len(),
-        refs.len()
-    );
-}
-
 macro_rules! synthetic_moe {
     ($module:ident, $name:literal) => {
         mod $module {
@@ -62,32 +17,35 @@ macro_rules! synthetic_moe {
 
             #[test]
             fn has_eight_experts_two_used_with_renormalised_weights() {
-                let moe = model($name).config().moe.expect("moe hyperparameters");
+                let moe = synthetic_model($name)
+                    .config()
+                    .moe
+                    .expect("moe hyperparameters");
                 assert_eq!((moe.n_expert, moe.n_expert_used, moe.n_ff_exp), (8, 2, 256));
                 assert!(moe.norm_weights, "qwen3moe renormalises by default");
             }
 
             #[test]
             fn batch_logits_match_the_reference() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 Class::Quantized.check(
                     concat!($name, " batch"),
-                    &batch_agreement(&m, &prompts($name)),
+                    &batch_agreement(&m, &synthetic_prompts($name)),
                 );
             }
 
             #[test]
             fn token_by_token_decode_matches_the_reference() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 Class::Quantized.check(
                     concat!($name, " incremental"),
-                    &incremental_agreement(&m, &prompts($name)),
+                    &incremental_agreement(&m, &synthetic_prompts($name)),
                 );
             }
 
             #[test]
             fn greedy_continuation_matches_the_reference_up_to_a_near_tie_or_routing_flip() {
-                check_moe_greedy(&model($name), $name);
+                check_moe_greedy(&synthetic_model($name), $name);
             }
         }
     };
@@ -98,7 +56,7 @@ synthetic_moe!(qwen3moe_q4_k_m, "qwen3moe-q4_k_m");
 
 #[test]
 fn prefill_grouped_by_expert_equals_one_token_at_a_time() {
-    let m = model("qwen3moe-f32");
+    let m = synthetic_model("qwen3moe-f32");
     let ids: Vec<u32> = (0..100).map(|i| 3 + (i * 53) % 500).collect();
     let n_vocab = m.config().n_vocab;
     let mut batch = session(&m, ids.len());

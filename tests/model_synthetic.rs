@@ -5,16 +5,6 @@
 mod model_common;
 
 use model_common::*;
-use openweight::model::Model;
-
-fn model(name: &str) -> Model {
-    let path = golden().join(format!("synthetic/models/{name}.gguf"));
-    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn prompts(name: &str) -> Vec<RefPrompt> {
-    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
-}
 
 macro_rules! synthetic_model {
     ($module:ident, $name:literal, $class:expr) => {
@@ -23,25 +13,25 @@ macro_rules! synthetic_model {
 
             #[test]
             fn batch_logits_match_the_reference() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 $class.check(
                     concat!($name, " batch"),
-                    &batch_agreement(&m, &prompts($name)),
+                    &batch_agreement(&m, &synthetic_prompts($name)),
                 );
             }
 
             #[test]
             fn token_by_token_decode_matches_the_reference() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 $class.check(
                     concat!($name, " incremental"),
-                    &incremental_agreement(&m, &prompts($name)),
+                    &incremental_agreement(&m, &synthetic_prompts($name)),
                 );
             }
 
             #[test]
             fn greedy_continuation_matches_the_reference_up_to_a_near_tie() {
-                let m = model($name);
+                let m = synthetic_model($name);
                 let refs =
                     read_greedy(&golden().join(concat!("synthetic/", $name, ".greedy.jsonl")));
                 check_greedy(&m, $name, &refs);

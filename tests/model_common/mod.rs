@@ -396,3 +396,58 @@ pub fn load_with(
         &extra,
     )
 }
+
+/// Synthetic golden model `name` (from `fixtures/golden/synthetic/models/`), opened.
+pub fn synthetic_model(name: &str) -> Model {
+    let path = golden().join(format!("synthetic/models/{name}.gguf"));
+    Model::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The reference's per-position logits for synthetic model `name`.
+pub fn synthetic_prompts(name: &str) -> Vec<RefPrompt> {
+    read_logits(&golden().join(format!("synthetic/{name}.logits.jsonl")))
+}
+
+/// Greedy continuations, judged as the golden README does for mixture-of-experts models:
+/// identical up to the first divergence, which must be one of our near ties or (a routing
+/// choice flipping, invisible from the logits) happen in at most a third of the sequences.
+pub fn check_moe_greedy(m: &Model, name: &str) {
+    let refs = read_greedy(&golden().join(format!("synthetic/{name}.greedy.jsonl")));
+    let mut not_at_tie = Vec::new();
+    let mut identical = 0;
+    for (pi, g) in refs.iter().enumerate() {
+        let mut s = session(m, g.prompt_ids.len() + g.greedy_ids.len() + 1);
+        let mut logits = s
+            .eval(&g.prompt_ids, LogitsMode::Last)
+            .expect("prefill")
+            .to_vec();
+        let mut diverged = false;
+        for (step, &want) in g.greedy_ids.iter().enumerate() {
+            let (ours, t1, t2) = top2(&logits);
+            if ours != want {
+                let msg = format!(
+                    "{name} prompt {pi} step {step}: ours {ours} vs reference {want}, our top1-top2 gap {:.5} at {t1:.4}",
+                    t1 - t2
+                );
+                eprintln!("greedy divergence: {msg}");
+                if !is_near_tie(t1, t2) {
+                    not_at_tie.push(msg);
+                }
+                diverged = true;
+                break;
+            }
+            logits = s.eval(&[ours], LogitsMode::Last).expect("decode").to_vec();
+        }
+        identical += usize::from(!diverged);
+    }
+    eprintln!(
+        "{name}: {identical} of {} greedy continuations identical",
+        refs.len()
+    );
+    assert!(
+        not_at_tie.len() * 3 <= refs.len(),
+        "{name}: {} of {} sequences diverge away from a near tie: {not_at_tie:?}",
+        not_at_tie.len(),
+        refs.len()
+    );
+}
