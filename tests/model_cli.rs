@@ -157,6 +157,32 @@ fn run_json_greedy_reproduces_the_golden_continuation() {
     assert!(v["text"].is_string());
 }
 
+/// `--ignore-eos` keeps sampling past end-of-generation tokens, up to `-n`. Seed 5 makes this
+/// random-weight model sample an end-of-generation token after 21 tokens, which ends the run
+/// without the flag.
+#[test]
+fn run_ignore_eos_generates_exactly_n_predict_tokens() {
+    let run = |extra: &[&str]| {
+        let v = run_json(
+            bin()
+                .args(["run", "--json", "-t", "1", "-n", "200", "-p", "hello"])
+                .args(["--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0"])
+                .args(["--seed", "5", "-m"])
+                .arg(synthetic("llama-f32"))
+                .args(extra),
+        );
+        ids_of(&v["ids"])
+    };
+    let stopped = run(&[]);
+    assert!(
+        stopped.len() < 200,
+        "without --ignore-eos the run should end early at an end-of-generation token"
+    );
+    let full = run(&["--ignore-eos"]);
+    assert_eq!(full.len(), 200, "--ignore-eos generates all -n tokens");
+    assert_eq!(&full[..stopped.len()], &stopped[..], "same sampler, same tokens");
+}
+
 #[test]
 fn perplexity_json_reports_the_mean_nll_of_every_next_token() {
     let dir = std::env::temp_dir().join(format!("openweight-ppl-{}", std::process::id()));

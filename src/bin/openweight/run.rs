@@ -28,6 +28,10 @@ pub struct Args {
     /// Stop when the text contains this string (not printed); may be repeated.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens, up to `--n-predict` (for measuring
+    /// speed and memory at a given context length).
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
     /// Sampler settings.
     #[command(flatten)]
     pub sampling: SamplerArgs,
@@ -55,7 +59,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut session = Session::new(&model, options)?;
     let mut sampler = args.sampling.sampler();
-    let mut generate = GenerateOptions::new().max_tokens(args.n_predict);
+    let mut generate = GenerateOptions::new()
+        .max_tokens(args.n_predict)
+        .stop_at_eog(!args.ignore_eos);
     for s in &args.stop {
         generate = generate.stop(s.as_str());
     }
