@@ -43,6 +43,40 @@ pub type ScaledDotFn = fn(
     out: &mut [f32],
 );
 
+/// Activation rows in one [`GemmFn`] tile.
+pub const GEMM_TILE: usize = 8;
+
+/// One tile of exactly [`GEMM_TILE`] quantized activation rows for a [`GemmFn`], with the
+/// per-block fields it needs laid out block-major (entry `b * GEMM_TILE + t` is block `b` of
+/// tile row `t`), so one vector load gives a block's values for all rows of the tile.
+///
+/// `matmul::tile_tables` builds the tables from the quantized rows.
+#[derive(Clone, Copy, Debug)]
+pub struct ActTile<'a> {
+    /// The [`GEMM_TILE`] activation rows, `row_stride` bytes apart (only the first
+    /// `n_blocks * act_block_bytes` bytes of each are read).
+    pub quants: &'a [u8],
+    /// Bytes from one activation row to the next.
+    pub row_stride: usize,
+    /// The blocks' `d` as f32, block-major.
+    pub d: &'a [f32],
+    /// Q8_1 only (else may be empty): the blocks' `s` as f32, block-major.
+    pub s: &'a [f32],
+    /// Q8_0 only (else may be empty): the exact sum of each block's 32 quants, block-major.
+    pub sums: &'a [i32],
+}
+
+/// A GEMM tile kernel: dot products of `w_rows` weight rows (back to back in `w`, each
+/// `w.len() / w_rows` bytes) with the [`GEMM_TILE`] activation rows of `tile`;
+/// `out[m * GEMM_TILE + t]` = dot(weight row `m`, activation row `t`), `out.len() ==
+/// w_rows * GEMM_TILE`.
+///
+/// Only for weights paired with Q8_0 or Q8_1 activations. Every block's integer dot product
+/// is exact, as in the [`DotFn`] for the type; results may differ from it by f32 summation
+/// order only (each product `d_w · d_a · isum` is rounded the same way). Panics if the
+/// slices do not hold those sizes (a caller bug).
+pub type GemmFn = fn(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]);
+
 /// Quantizes one activation row of f32 values into the blocks of an activation format.
 /// `x.len()` is a multiple of the format's block size and `out` is exactly the row's bytes.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);
@@ -54,6 +88,7 @@ pub struct KernelSet {
     name: &'static str,
     dots: [Option<DotFn>; GgmlType::ID_LIMIT],
     scaled_dots: [Option<ScaledDotFn>; GgmlType::ID_LIMIT],
+    gemms: [Option<GemmFn>; GgmlType::ID_LIMIT],
     quantizers: [Option<QuantizeFn>; GgmlType::ID_LIMIT],
 }
 
@@ -64,6 +99,7 @@ impl KernelSet {
             name,
             dots: [None; GgmlType::ID_LIMIT],
             scaled_dots: [None; GgmlType::ID_LIMIT],
+            gemms: [None; GgmlType::ID_LIMIT],
             quantizers: [None; GgmlType::ID_LIMIT],
         }
     }
@@ -85,6 +121,12 @@ impl KernelSet {
         self.scaled_dots[weight.id() as usize]
     }
 
+    /// The [`GemmFn`] tile kernel for weights of type `weight`, if this set has one (the
+    /// matmul then uses it for every full tile of [`GEMM_TILE`] activation rows).
+    pub fn gemm(&self, weight: GgmlType) -> Option<GemmFn> {
+        self.gemms[weight.id() as usize]
+    }
+
     /// The quantizer that produces activation rows of type `act`, if `act` is one.
     pub fn quantize(&self, act: GgmlType) -> Option<QuantizeFn> {
         self.quantizers[act.id() as usize]
@@ -99,6 +141,12 @@ impl KernelSet {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn set_scaled_dot(&mut self, weight: GgmlType, f: ScaledDotFn) {
         self.scaled_dots[weight.id() as usize] = Some(f);
+    }
+
+    /// Sets the GEMM tile kernel for `weight` (only the AVX2 set has such kernels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn set_gemm(&mut self, weight: GgmlType, f: GemmFn) {
+        self.gemms[weight.id() as usize] = Some(f);
     }
 
     /// Sets the activation quantizer for `act`.

@@ -34,7 +34,9 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
-use crate::dispatch::{self, DotFn, KernelSet, QuantizeFn, ScaledDotFn, MAX_ACT_ROWS};
+use crate::dispatch::{
+    self, ActTile, DotFn, GemmFn, KernelSet, QuantizeFn, ScaledDotFn, GEMM_TILE, MAX_ACT_ROWS,
+};
 use crate::formats::format;
 use crate::types::GgmlType;
 
@@ -85,6 +87,21 @@ pub struct MatmulScratch {
     quantized: Vec<CacheLine>,
     /// Their block scales as f32 (see [`scale_rows`]), for [`ScaledDotFn`] kernels.
     scales: Vec<f32>,
+    /// Block-major `d` of every full tile (see [`tile_tables`]), for [`GemmFn`] kernels.
+    tile_d: Vec<f32>,
+    /// Block-major `s` (Q8_1) of every full tile.
+    tile_s: Vec<f32>,
+    /// Block-major quant sums (Q8_0) of every full tile.
+    tile_sums: Vec<i32>,
+}
+
+/// The scratch buffers of one matmul.
+struct Buffers<'a> {
+    quantized: &'a mut [u8],
+    scales: &'a mut [f32],
+    tile_d: &'a mut [f32],
+    tile_s: &'a mut [f32],
+    tile_sums: &'a mut [i32],
 }
 
 impl std::fmt::Debug for MatmulScratch {
@@ -99,22 +116,39 @@ impl MatmulScratch {
     /// A 64-byte aligned buffer of at least `n_bytes` bytes (contents unspecified).
     #[cfg(test)]
     fn quantized_bytes(&mut self, n_bytes: usize) -> &mut [u8] {
-        self.buffers(n_bytes, 0).0
+        self.buffers(n_bytes, 0, (0, 0, 0)).quantized
     }
 
-    /// [`MatmulScratch::quantized_bytes`] and an f32 buffer of `n_scales` values.
-    fn buffers(&mut self, n_bytes: usize, n_scales: usize) -> (&mut [u8], &mut [f32]) {
+    /// [`MatmulScratch::quantized_bytes`], an f32 buffer of `n_scales` values and the tile
+    /// tables (`d`, `s`, `sums` lengths).
+    fn buffers(
+        &mut self,
+        n_bytes: usize,
+        n_scales: usize,
+        tiles: (usize, usize, usize),
+    ) -> Buffers<'_> {
         let n_lines = n_bytes.div_ceil(ACT_ALIGN);
         if self.quantized.len() < n_lines {
             self.quantized.resize(n_lines, CacheLine([0; ACT_ALIGN]));
         }
-        if self.scales.len() < n_scales {
-            self.scales.resize(n_scales, 0.0);
+        grow(&mut self.scales, n_scales);
+        grow(&mut self.tile_d, tiles.0);
+        grow(&mut self.tile_s, tiles.1);
+        grow(&mut self.tile_sums, tiles.2);
+        Buffers {
+            quantized: &mut bytemuck::cast_slice_mut(&mut self.quantized[..n_lines])[..n_bytes],
+            scales: &mut self.scales[..n_scales],
+            tile_d: &mut self.tile_d[..tiles.0],
+            tile_s: &mut self.tile_s[..tiles.1],
+            tile_sums: &mut self.tile_sums[..tiles.2],
         }
-        (
-            &mut bytemuck::cast_slice_mut(&mut self.quantized[..n_lines])[..n_bytes],
-            &mut self.scales[..n_scales],
-        )
+    }
+}
+
+/// Grows `v` to at least `n` elements (never shrinks: the buffers are reused).
+fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
     }
 }
 
@@ -232,6 +266,8 @@ pub fn matmul_many_with(
         *work = Some(Work {
             dot,
             scaled: kernels.scaled_dot(w.ty),
+            gemm: kernels.gemm(w.ty),
+            tiles: TileTables::default(),
             scales: &[],
             scale_stride: 0,
             w: w.data,
@@ -250,7 +286,11 @@ pub fn matmul_many_with(
     let serial = runs_serially(n_threads, w_bytes, n_tokens);
     let n_mats = ws.len();
 
-    let run = |acts: &[u8], act_stride: usize, scales: &[f32], scale_stride: usize| {
+    let run = |acts: &[u8],
+               act_stride: usize,
+               scales: &[f32],
+               scale_stride: usize,
+               tiles: TileTables<'_>| {
         let mut jobs = JobList::default();
         for (i, work) in works[..n_mats].iter().enumerate() {
             let rows = work.as_ref().map_or(0, |w| w.rows);
@@ -260,7 +300,7 @@ pub fn matmul_many_with(
         let run_job = |m: usize, rows: Range<usize>, tokens: Range<usize>| {
             if let (Some(work), Some(out)) = (&works[m], outs[m]) {
                 if !rows.is_empty() {
-                    work.with_acts(acts, act_stride, scales, scale_stride)
+                    work.with_acts(acts, act_stride, scales, scale_stride, tiles)
                         .run(out, rows, tokens);
                 }
             }
@@ -282,10 +322,11 @@ pub fn matmul_many_with(
         // F32 weights pair with f32 activations: read `x` in place.
         let acts: &[u8] = bytemuck::cast_slice(x);
         let a_row_bytes = af.row_bytes(cols);
+        let no_tiles = TileTables::default();
         if serial {
-            run(acts, a_row_bytes, &[], 0);
+            run(acts, a_row_bytes, &[], 0, no_tiles);
         } else {
-            pool.install(|| run(acts, a_row_bytes, &[], 0));
+            pool.install(|| run(acts, a_row_bytes, &[], 0, no_tiles));
         }
         return;
     }
@@ -303,13 +344,41 @@ pub fn matmul_many_with(
     } else {
         0
     };
-    let (quantized, scales) = scratch.buffers(n_tokens * act_stride, n_tokens * scale_stride);
+    let n_blocks = cols / af.block_elems;
+    let wants_tiles = n_tokens >= GEMM_TILE
+        && works[..n_mats]
+            .iter()
+            .any(|w| w.as_ref().is_some_and(|w| w.gemm.is_some()));
+    let tile_len = if wants_tiles {
+        (n_tokens / GEMM_TILE) * n_blocks * GEMM_TILE
+    } else {
+        0
+    };
+    let (s_len, sums_len) = match af.ty {
+        GgmlType::Q8_1 => (tile_len, 0),
+        _ => (0, tile_len),
+    };
+    let Buffers {
+        quantized,
+        scales,
+        tile_d,
+        tile_s,
+        tile_sums,
+    } = scratch.buffers(
+        n_tokens * act_stride,
+        n_tokens * scale_stride,
+        (tile_len, s_len, sums_len),
+    );
     let act_block = ActBlock {
         elems: af.block_elems,
         bytes: af.block_bytes,
     };
     let quantize_in_parallel = !serial && x.len() >= PARALLEL_QUANTIZE_ELEMS;
-    let prepare = |quantized: &mut [u8], scales: &mut [f32]| {
+    let prepare = |quantized: &mut [u8],
+                   scales: &mut [f32],
+                   tile_d: &mut [f32],
+                   tile_s: &mut [f32],
+                   tile_sums: &mut [i32]| {
         if quantize_in_parallel {
             quantize_rows_parallel(
                 quantize,
@@ -332,14 +401,36 @@ pub fn matmul_many_with(
                 scale_rows(af.ty, &q[..a_row_bytes], sc);
             }
         }
+        if wants_tiles {
+            let per_tile = n_blocks * GEMM_TILE;
+            let s_per_tile = if tile_s.is_empty() { 0 } else { per_tile };
+            let sums_per_tile = if tile_sums.is_empty() { 0 } else { per_tile };
+            for (i, tile) in quantized
+                .chunks(GEMM_TILE * act_stride)
+                .take(n_tokens / GEMM_TILE)
+                .enumerate()
+            {
+                tile_tables(
+                    af.ty,
+                    tile,
+                    act_stride,
+                    n_blocks,
+                    &mut tile_d[i * per_tile..(i + 1) * per_tile],
+                    &mut tile_s[i * s_per_tile..(i + 1) * s_per_tile],
+                    &mut tile_sums[i * sums_per_tile..(i + 1) * sums_per_tile],
+                );
+            }
+        }
     };
     if serial {
-        prepare(quantized, scales);
-        run(quantized, act_stride, scales, scale_stride);
+        prepare(quantized, scales, tile_d, tile_s, tile_sums);
+        let tiles = TileTables::new(tile_d, tile_s, tile_sums, n_blocks);
+        run(quantized, act_stride, scales, scale_stride, tiles);
     } else {
         pool.install(|| {
-            prepare(quantized, scales);
-            run(quantized, act_stride, scales, scale_stride);
+            prepare(quantized, scales, tile_d, tile_s, tile_sums);
+            let tiles = TileTables::new(tile_d, tile_s, tile_sums, n_blocks);
+            run(quantized, act_stride, scales, scale_stride, tiles);
         });
     }
 }
@@ -376,6 +467,78 @@ pub fn scale_rows(act: GgmlType, row: &[u8], out: &mut [f32]) {
             }
         }
         other => panic!("{other} activations have no f32 scale table"),
+    }
+}
+
+/// Builds the block-major tables of one [`GemmFn`] tile ([`ActTile`]) from its
+/// [`GEMM_TILE`] quantized activation rows of `n_blocks` Q8_0 or Q8_1 blocks, `stride`
+/// bytes apart in `rows`: `d[b * GEMM_TILE + t]` is block `b`'s `d` of row `t`; for Q8_1,
+/// `s` gets the blocks' `s` the same way; for Q8_0, `sums` gets the exact sum of the
+/// block's 32 quants. An empty `s` or `sums` is left alone.
+///
+/// # Panics
+/// If `act` is not Q8_0 or Q8_1, or a slice is too short (caller bugs).
+pub fn tile_tables(
+    act: GgmlType,
+    rows: &[u8],
+    stride: usize,
+    n_blocks: usize,
+    d: &mut [f32],
+    s: &mut [f32],
+    sums: &mut [i32],
+) {
+    let (bb, quants) = match act {
+        GgmlType::Q8_0 => (34, 2),
+        GgmlType::Q8_1 => (36, 4),
+        other => panic!("{other} activations have no GEMM tile tables"),
+    };
+    let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+    for t in 0..GEMM_TILE {
+        let row = &rows[t * stride..t * stride + n_blocks * bb];
+        for (b, block) in row.chunks_exact(bb).enumerate() {
+            d[b * GEMM_TILE + t] = f16_at(block, 0);
+            if !s.is_empty() {
+                s[b * GEMM_TILE + t] = f16_at(block, 2);
+            }
+            if !sums.is_empty() {
+                sums[b * GEMM_TILE + t] = block[quants..quants + 32]
+                    .iter()
+                    .map(|&q| i32::from(q as i8))
+                    .sum();
+            }
+        }
+    }
+}
+
+/// The [`tile_tables`] of every full tile of a batch, tile `i`'s at `i * *_stride`.
+#[derive(Clone, Copy, Default)]
+struct TileTables<'a> {
+    d: &'a [f32],
+    s: &'a [f32],
+    sums: &'a [i32],
+    d_stride: usize,
+    s_stride: usize,
+    sums_stride: usize,
+}
+
+impl<'a> TileTables<'a> {
+    /// The tables of tiles of `n_blocks` blocks; `s` and `sums` may be empty.
+    fn new(d: &'a [f32], s: &'a [f32], sums: &'a [i32], n_blocks: usize) -> TileTables<'a> {
+        let per_tile = n_blocks * GEMM_TILE;
+        let stride = |len: usize| if len == 0 { 0 } else { per_tile };
+        TileTables {
+            d,
+            s,
+            sums,
+            d_stride: stride(d.len()),
+            s_stride: stride(s.len()),
+            sums_stride: stride(sums.len()),
+        }
+    }
+
+    /// Whether the tables were built (the batch has a full tile and a kernel wants them).
+    fn is_built(&self) -> bool {
+        !self.d.is_empty()
     }
 }
 
@@ -476,6 +639,10 @@ struct Work<'a> {
     dot: DotFn,
     /// The kernel that reads f32 activation scales from `scales`, if the set has one.
     scaled: Option<ScaledDotFn>,
+    /// The GEMM tile kernel for full tiles, if the set has one.
+    gemm: Option<GemmFn>,
+    /// Tables of the full tiles for `gemm` (empty unless built).
+    tiles: TileTables<'a>,
     /// Activation scale table (see [`scale_rows`]), rows `scale_stride` apart; empty
     /// unless `scaled` is set.
     scales: &'a [f32],
@@ -499,6 +666,7 @@ impl<'a> Work<'a> {
         act_stride: usize,
         scales: &'b [f32],
         scale_stride: usize,
+        tiles: TileTables<'b>,
     ) -> Work<'b>
     where
         'a: 'b,
@@ -506,6 +674,8 @@ impl<'a> Work<'a> {
         Work {
             dot: self.dot,
             scaled: self.scaled,
+            gemm: self.gemm,
+            tiles,
             scales,
             scale_stride,
             w: self.w,
@@ -536,8 +706,36 @@ impl<'a> Work<'a> {
                     // (see `Split`), so only this job touches these elements while it runs.
                     *segment = unsafe { out.segment(t0 + i, block.clone()) };
                 }
-                match self.scaled {
-                    Some(scaled) if self.scale_stride > 0 => {
+                match (self.gemm, self.scaled) {
+                    (Some(gemm), _)
+                        if nt == GEMM_TILE && t0 % GEMM_TILE == 0 && self.tiles.is_built() =>
+                    {
+                        let i = t0 / GEMM_TILE;
+                        let tt = &self.tiles;
+                        let tile = ActTile {
+                            quants: acts,
+                            row_stride: self.act_stride,
+                            d: &tt.d[i * tt.d_stride..(i + 1) * tt.d_stride],
+                            s: &tt.s[i * tt.s_stride..(i + 1) * tt.s_stride],
+                            sums: &tt.sums[i * tt.sums_stride..(i + 1) * tt.sums_stride],
+                        };
+                        let mut k0 = 0;
+                        while k0 < block.len() {
+                            let m = (block.len() - k0).min(SCALED_ROWS);
+                            let r0 = block.start + k0;
+                            let w_rows =
+                                &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
+                            let res = &mut rows_out[..m * GEMM_TILE];
+                            gemm(w_rows, m, &tile, res);
+                            for (k, row) in res.chunks_exact(GEMM_TILE).enumerate() {
+                                for (segment, &v) in segments.iter_mut().zip(row) {
+                                    segment[k0 + k] = v;
+                                }
+                            }
+                            k0 += m;
+                        }
+                    }
+                    (_, Some(scaled)) if self.scale_stride > 0 => {
                         // Up to SCALED_ROWS weight rows per call, results [row][token].
                         let scales =
                             &self.scales[t0 * self.scale_stride..(t0 + nt) * self.scale_stride];

@@ -1,0 +1,356 @@
+//! AVX2 GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats: Q4_0, Q5_0,
+//! Q8_0 and IQ4_NL against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
+//!
+//! A tile is [`GEMM_TILE`] (8) activation rows; each weight block meets the 8 activation
+//! blocks of the same column range. The 8 integer dot products (one per activation row)
+//! are `maddubs` results that a horizontal-add tree folds into ONE vector of 8 exact i32
+//! totals, which is then converted and multiplied by the 8 scale products `d_w · d_a` with
+//! one conversion and one FMA, into one f32 accumulator whose lane `t` is activation row
+//! `t`. Compared with the one-row-at-a-time kernels (convert and FMA every (block, row)
+//! pair), the per-pair cost drops from about 7 instructions to about 3.
+//!
+//! Weights are unpacked unsigned where they can be (Q4_0 and Q5_0 quants `q`, 0..=31, go
+//! into `maddubs` as they are; the `- 8` / `- 16` is applied in integers through the
+//! activation block sums of [`ActTile::sums`]), so only Q8_0 and IQ4_NL need the sign
+//! trick. Q4_1/Q5_1 add `m_w · s_a` with a second FMA per weight block.
+//!
+//! Overflow bounds (all integer sums exact): unsigned quants are at most 31 and activation
+//! quants in -128..=127, so one `maddubs` lane is at most 2·31·128 = 7936 and the sum of two
+//! (the first `hadd_epi16` level) 15872 < 2^15. Q8_0/IQ4_NL (|w| ≤ 128 after the sign
+//! trick) widen with `madd` first, as the one-row kernels do. A block total is below
+//! 32·128·128 < 2^31.
+//!
+//! `MW` weight rows are processed together so each activation vector loaded from L1 feeds
+//! `MW` products.
+
+use std::arch::x86_64::*;
+
+use super::util::{bits_to_bytes, f16_at, nibbles_32};
+use crate::blocks::IQ4NL_TABLE;
+use crate::dispatch::{ActTile, GEMM_TILE};
+
+/// Weight kinds the kernel body is specialised for.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+const IQ4_NL: u8 = 5;
+
+/// Weight rows handled together (each activation load feeds this many products).
+const MW: usize = 2;
+
+/// Bytes per weight block of `kind`.
+const fn weight_block_bytes(kind: u8) -> usize {
+    match kind {
+        Q4_0 | IQ4_NL => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34, // Q8_0
+    }
+}
+
+/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
+const fn has_min(kind: u8) -> bool {
+    matches!(kind, Q4_1 | Q5_1)
+}
+
+/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
+const fn act_block_bytes(kind: u8) -> usize {
+    if has_min(kind) {
+        36
+    } else {
+        34
+    }
+}
+
+/// Offset of the quants inside an activation block.
+const fn act_quants_offset(kind: u8) -> usize {
+    if has_min(kind) {
+        4
+    } else {
+        2
+    }
+}
+
+/// log2 of the offset subtracted from the unsigned quants (`q - 8`, `q - 16`), or 0 when
+/// the kind is unpacked signed or has a minimum instead.
+const fn offset_shift(kind: u8) -> i32 {
+    match kind {
+        Q4_0 => 3,
+        Q5_0 => 4,
+        _ => 0,
+    }
+}
+
+/// Whether the weights go into `maddubs` as signed values through the sign trick.
+const fn signed(kind: u8) -> bool {
+    matches!(kind, Q8_0 | IQ4_NL)
+}
+
+/// Unpacks the weight block at `p` into its 32 quants in element order: unsigned `q`
+/// (0..=15 or 0..=31) for Q4_0, Q5_0, Q4_1 and Q5_1; signed values for Q8_0 and IQ4_NL.
+///
+/// # Safety
+/// `p` must point at a whole weight block of `KIND`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
+    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
+    // every offset is inside that block's layout (see `crate::blocks`).
+    unsafe {
+        match KIND {
+            Q4_0 | IQ4_NL => {
+                let q = nibbles_32(p.add(2));
+                if KIND == IQ4_NL {
+                    let table = _mm_loadu_si128(IQ4NL_TABLE.as_ptr().cast());
+                    _mm256_shuffle_epi8(_mm256_set_m128i(table, table), q)
+                } else {
+                    q
+                }
+            }
+            Q4_1 => nibbles_32(p.add(4)),
+            Q5_0 | Q5_1 => {
+                let (qh, qs) = if KIND == Q5_0 { (2, 6) } else { (4, 8) };
+                let high = bits_to_bytes(p.add(qh).cast::<u32>().read_unaligned());
+                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles_32(p.add(qs)), fifth)
+            }
+            _ => _mm256_loadu_si256(p.add(2).cast()), // Q8_0
+        }
+    }
+}
+
+/// The `maddubs` products of weight block `w` (`w_abs` = |w| for signed kinds, else `w`)
+/// with the activation quants at `a`: 16 i16 pair sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn products<const KIND: u8>(w: __m256i, w_abs: __m256i, a: __m256i) -> __m256i {
+    if signed(KIND) {
+        _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(a, w))
+    } else {
+        _mm256_maddubs_epi16(w, a)
+    }
+}
+
+/// Folds the products of one weight block with activation rows `t` and `t + 1` into one
+/// vector of i32 partial sums laid out as `_mm256_hadd_epi32(row t, row t + 1)` of their
+/// full-width i32 sums: per 128-bit lane, two partial sums of row `t` then two of row `t+1`.
+///
+/// # Safety
+/// `a` and `a + stride` must each have 32 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair<const KIND: u8>(w: __m256i, w_abs: __m256i, a: *const u8, stride: usize) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the caller guarantees 32 readable bytes at `a` and at `a + stride`.
+    let (a0, a1) = unsafe {
+        (
+            _mm256_loadu_si256(a.cast()),
+            _mm256_loadu_si256(a.add(stride).cast()),
+        )
+    };
+    let p0 = products::<KIND>(w, w_abs, a0);
+    let p1 = products::<KIND>(w, w_abs, a1);
+    if signed(KIND) {
+        // Pair sums up to 2·128·128 = 32768 (saturated as in the one-row kernels): widen
+        // before adding.
+        _mm256_hadd_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones))
+    } else {
+        // |pair| ≤ 7936, so adding two stays inside i16; `madd` then widens.
+        _mm256_madd_epi16(_mm256_hadd_epi16(p0, p1), ones)
+    }
+}
+
+/// The 8 exact integer dot products (lane `t` = activation row `t`) of one weight block
+/// with the tile's blocks at `a` (row `t`'s quants at `a + t * stride`).
+///
+/// # Safety
+/// The 8 rows must each have 32 readable bytes at `a + t * stride`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_totals<const KIND: u8>(w: __m256i, a: *const u8, stride: usize) -> __m256i {
+    let w_abs = if signed(KIND) {
+        _mm256_sign_epi8(w, w)
+    } else {
+        w
+    };
+    // SAFETY: rows 0..8 are readable at `a + t * stride` (caller).
+    let (q01, q23, q45, q67) = unsafe {
+        (
+            pair::<KIND>(w, w_abs, a, stride),
+            pair::<KIND>(w, w_abs, a.add(2 * stride), stride),
+            pair::<KIND>(w, w_abs, a.add(4 * stride), stride),
+            pair::<KIND>(w, w_abs, a.add(6 * stride), stride),
+        )
+    };
+    // Per 128-bit lane: [row 0, 1, 2, 3] (and [4, 5, 6, 7]), low lane holding the sums of
+    // the first halves of the rows' products, high lane the second halves.
+    let q0123 = _mm256_hadd_epi32(q01, q23);
+    let q4567 = _mm256_hadd_epi32(q45, q67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(q0123, q4567, 0x20),
+        _mm256_permute2x128_si256(q0123, q4567, 0x31),
+    )
+}
+
+/// `R` (≤ [`MW`]) weight rows at `w` (`row_bytes` apart, `n_blocks` blocks each) against
+/// the tile: `out[m * 8 + t]` for `m < R`.
+///
+/// # Safety
+/// `check_gemm_args` must have accepted the tile for `n_blocks` blocks of `KIND`; the `R`
+/// rows must be readable at `w`, and `out` must hold `R * 8` values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows<const KIND: u8, const R: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    n_blocks: usize,
+    tile: &ActTile<'_>,
+    out: &mut [f32],
+) {
+    let wbb = weight_block_bytes(KIND);
+    let abb = act_block_bytes(KIND);
+    let stride = tile.row_stride;
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_min = [_mm256_setzero_ps(); R];
+    // SAFETY (all reads below): block b < n_blocks lies inside each of the R weight rows
+    // (caller) and inside every tile row, whose quants start at `a_quants_offset` of the
+    // block; the tables hold n_blocks * 8 entries (`check_gemm_args`).
+    unsafe {
+        let a0 = tile.quants.as_ptr().add(act_quants_offset(KIND));
+        for b in 0..n_blocks {
+            let d_a = _mm256_loadu_ps(tile.d.as_ptr().add(b * GEMM_TILE));
+            let offset = if offset_shift(KIND) > 0 {
+                let sums = _mm256_loadu_si256(tile.sums.as_ptr().add(b * GEMM_TILE).cast());
+                _mm256_sll_epi32(sums, _mm_cvtsi32_si128(offset_shift(KIND)))
+            } else {
+                _mm256_setzero_si256()
+            };
+            let a = a0.add(b * abb);
+            for m in 0..R {
+                let wb = w.add(m * row_bytes + b * wbb);
+                let mut isum = block_totals::<KIND>(unpack::<KIND>(wb), a, stride);
+                if offset_shift(KIND) > 0 {
+                    isum = _mm256_sub_epi32(isum, offset);
+                }
+                let scale = _mm256_mul_ps(_mm256_set1_ps(f16_at(wb)), d_a);
+                acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[m]);
+                if has_min(KIND) {
+                    let s_a = _mm256_loadu_ps(tile.s.as_ptr().add(b * GEMM_TILE));
+                    acc_min[m] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(f16_at(wb.add(2))), s_a, acc_min[m]);
+                }
+            }
+        }
+    }
+    for m in 0..R {
+        let total = if has_min(KIND) {
+            _mm256_add_ps(acc[m], acc_min[m])
+        } else {
+            acc[m]
+        };
+        // SAFETY: `out` holds R * 8 values (caller), so m * 8 .. m * 8 + 8 is inside it.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(m * GEMM_TILE), total) };
+    }
+}
+
+/// Checks the [`crate::dispatch::GemmFn`] contract for `w_rows` rows of weight blocks of
+/// `w_block_bytes` against a tile of activation blocks of `a_block_bytes`, and returns
+/// (bytes per weight row, blocks per row).
+///
+/// # Panics
+/// On any violation: these are caller bugs (the matmul sizes everything from the shapes).
+fn check_gemm_args(
+    w: &[u8],
+    w_rows: usize,
+    w_block_bytes: usize,
+    tile: &ActTile<'_>,
+    a_block_bytes: usize,
+    needs: (bool, bool),
+    out: &[f32],
+) -> (usize, usize) {
+    assert!(
+        w_rows > 0 && w.len() % w_rows == 0,
+        "{} weight bytes do not split into {w_rows} rows",
+        w.len()
+    );
+    let row_bytes = w.len() / w_rows;
+    assert!(
+        row_bytes % w_block_bytes == 0,
+        "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
+    );
+    let n_blocks = row_bytes / w_block_bytes;
+    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
+    let row_used = n_blocks * a_block_bytes;
+    assert!(
+        tile.row_stride >= row_used
+            && tile.quants.len() >= (GEMM_TILE - 1) * tile.row_stride + row_used,
+        "a tile of {} bytes, rows {} apart, cannot hold {GEMM_TILE} rows of {row_used} bytes",
+        tile.quants.len(),
+        tile.row_stride
+    );
+    let table = n_blocks * GEMM_TILE;
+    let (needs_s, needs_sums) = needs;
+    assert!(
+        tile.d.len() >= table
+            && (!needs_s || tile.s.len() >= table)
+            && (!needs_sums || tile.sums.len() >= table),
+        "tile tables shorter than {table} entries"
+    );
+    (row_bytes, n_blocks)
+}
+
+/// Defines the safe [`crate::dispatch::GemmFn`] for one weight kind.
+macro_rules! gemm_fn {
+    ($name:ident, $kind:expr) => {
+        pub(super) fn $name(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
+            let (row_bytes, n_blocks) = check_gemm_args(
+                w,
+                w_rows,
+                weight_block_bytes($kind),
+                tile,
+                act_block_bytes($kind),
+                (has_min($kind), offset_shift($kind) > 0),
+                out,
+            );
+            let mut m = 0;
+            while m + MW <= w_rows {
+                // SAFETY: avx2, fma and f16c were detected before `install` made this
+                // function reachable; rows m .. m + MW exist (loop condition) and
+                // `check_gemm_args` validated the tile and the output length.
+                unsafe {
+                    rows::<{ $kind }, MW>(
+                        w.as_ptr().add(m * row_bytes),
+                        row_bytes,
+                        n_blocks,
+                        tile,
+                        &mut out[m * GEMM_TILE..(m + MW) * GEMM_TILE],
+                    )
+                };
+                m += MW;
+            }
+            while m < w_rows {
+                // SAFETY: as above, for the single row m < w_rows.
+                unsafe {
+                    rows::<{ $kind }, 1>(
+                        w.as_ptr().add(m * row_bytes),
+                        row_bytes,
+                        n_blocks,
+                        tile,
+                        &mut out[m * GEMM_TILE..(m + 1) * GEMM_TILE],
+                    )
+                };
+                m += 1;
+            }
+        }
+    };
+}
+
+gemm_fn!(gemm_q4_0, Q4_0);
+gemm_fn!(gemm_q4_1, Q4_1);
+gemm_fn!(gemm_q5_0, Q5_0);
+gemm_fn!(gemm_q5_1, Q5_1);
+gemm_fn!(gemm_q8_0, Q8_0);
+gemm_fn!(gemm_iq4_nl, IQ4_NL);
