@@ -45,6 +45,20 @@ fn conversation() -> Vec<ChatMessage> {
     ]
 }
 
+/// [`conversation`] in ChatML, as SmolLM2's, Qwen2.5's and the fallback template write it.
+const CHATML_CONVERSATION: &str = "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
+     <|im_start|>user\nHi<|im_end|>\n\
+     <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
+     <|im_start|>user\nWhat is 2+2?<|im_end|>\n";
+
+/// [`CHATML_CONVERSATION`] followed by the generation prompt.
+const CHATML_CONVERSATION_WITH_PROMPT: &str =
+    "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
+     <|im_start|>user\nHi<|im_end|>\n\
+     <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
+     <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
+     <|im_start|>assistant\n";
+
 fn user_only() -> Vec<ChatMessage> {
     vec![ChatMessage::user("Hi")]
 }
@@ -63,11 +77,7 @@ fn smollm2_conversation_with_generation_prompt() {
     assert!(!t.is_fallback());
     assert_eq!(
         t.render(&conversation(), true).unwrap(),
-        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
-         <|im_start|>user\nHi<|im_end|>\n\
-         <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
-         <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
-         <|im_start|>assistant\n"
+        CHATML_CONVERSATION_WITH_PROMPT
     );
 }
 
@@ -78,10 +88,7 @@ fn smollm2_conversation_without_generation_prompt() {
     };
     assert_eq!(
         t.render(&conversation(), false).unwrap(),
-        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
-         <|im_start|>user\nHi<|im_end|>\n\
-         <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
-         <|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        CHATML_CONVERSATION
     );
 }
 
@@ -119,11 +126,7 @@ fn qwen25_conversation_with_generation_prompt() {
     assert!(!t.is_fallback());
     assert_eq!(
         t.render(&conversation(), true).unwrap(),
-        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
-         <|im_start|>user\nHi<|im_end|>\n\
-         <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
-         <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
-         <|im_start|>assistant\n"
+        CHATML_CONVERSATION_WITH_PROMPT
     );
 }
 
@@ -132,10 +135,7 @@ fn qwen25_conversation_without_generation_prompt() {
     let Some(t) = real_template(QWEN) else { return };
     assert_eq!(
         t.render(&conversation(), false).unwrap(),
-        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
-         <|im_start|>user\nHi<|im_end|>\n\
-         <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
-         <|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        CHATML_CONVERSATION
     );
 }
 
@@ -194,11 +194,7 @@ fn gemma3_270m_has_no_template_and_falls_back_to_chatml() {
     assert_eq!(t.eos_token(), "<eos>");
     assert_eq!(
         t.render(&conversation(), true).unwrap(),
-        "<|im_start|>system\nYou are a terse assistant.<|im_end|>\n\
-         <|im_start|>user\nHi<|im_end|>\n\
-         <|im_start|>assistant\nHello! How can I help?<|im_end|>\n\
-         <|im_start|>user\nWhat is 2+2?<|im_end|>\n\
-         <|im_start|>assistant\n"
+        CHATML_CONVERSATION_WITH_PROMPT
     );
     assert_eq!(
         t.render(&user_only(), false).unwrap(),
