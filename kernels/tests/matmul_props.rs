@@ -16,8 +16,10 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 use openweight_kernels::blocks::*;
-use openweight_kernels::dispatch::{self, KernelSet};
-use openweight_kernels::matmul::{can_fuse, matmul_many_with, matmul_with, MatRef, MatmulScratch};
+use openweight_kernels::dispatch::{self, ActTile, KernelSet, GEMM_TILE};
+use openweight_kernels::matmul::{
+    can_fuse, matmul_many_with, matmul_with, tile_tables, MatRef, MatmulScratch,
+};
 use openweight_kernels::{format, GgmlType};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -558,4 +560,218 @@ fn matrices_with_different_activation_formats_or_widths_do_not_fuse() {
     assert!(!can_fuse(&[q4_0, narrow]), "different widths");
     assert!(!can_fuse(&[]), "nothing to fuse");
     assert!(!can_fuse(&[q4_0; 5]), "more than MAX_FUSED");
+}
+
+// ---------------------------------------------------------------------------------------
+// GEMM tile kernels (`KernelSet::gemm`): 8 activation rows per call, against the scalar
+// dot kernel row by row.
+
+/// Weight types that pair with Q8_0/Q8_1 activations (the only ones a tile kernel serves).
+const TILE_TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+];
+
+/// How the weight blocks of a tile case are filled.
+#[derive(Debug, Clone, Copy)]
+enum Pattern {
+    /// Random quant bytes, random finite scales (subnormals included).
+    Random,
+    /// Every quant byte 0xFF (all nibbles 15, all fifth bits set; Q8_0 bytes -1) except
+    /// Q8_0, whose bytes are -128 and 127 alternating (the extremes of `maddubs`).
+    AllMax,
+    /// Random, with about a third of the blocks entirely zero (scales included).
+    ZeroBlocks,
+    /// Random quants, scales alternating between the largest f16 and the smallest
+    /// subnormal.
+    ExtremeScales,
+    /// Random quants, every scale (and minimum) 1.0, activation scales 1.0 too: the result
+    /// is an integer the f32 sum holds exactly, so it must match bit for bit.
+    UnitScales,
+}
+
+const PATTERNS: [Pattern; 5] = [
+    Pattern::Random,
+    Pattern::AllMax,
+    Pattern::ZeroBlocks,
+    Pattern::ExtremeScales,
+    Pattern::UnitScales,
+];
+
+/// `rows` weight rows of `n_blocks` blocks of `ty` following `pattern`.
+fn tile_weights(
+    ty: GgmlType,
+    rows: usize,
+    n_blocks: usize,
+    pattern: Pattern,
+    rng: &mut Rng,
+) -> Vec<u8> {
+    let (bb, scales) = scale_fields(ty);
+    let mut w: Vec<u8> = (0..rows * n_blocks * bb)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    for (k, block) in w.chunks_mut(bb).enumerate() {
+        if let Pattern::AllMax = pattern {
+            for (j, byte) in block.iter_mut().enumerate() {
+                *byte = match ty {
+                    GgmlType::Q8_0 if j % 2 == 0 => 0x80,
+                    GgmlType::Q8_0 => 0x7F,
+                    _ => 0xFF,
+                };
+            }
+        }
+        for &at in &scales {
+            let h = match pattern {
+                Pattern::ExtremeScales if k % 2 == 0 => f16::MAX,
+                Pattern::ExtremeScales => f16::from_bits(1),
+                Pattern::UnitScales => f16::ONE,
+                _ => rng.scale(),
+            };
+            block[at..at + 2].copy_from_slice(&h.to_le_bytes());
+        }
+        if matches!(pattern, Pattern::ZeroBlocks) && rng.next_u64() % 3 == 0 {
+            block.fill(0);
+        }
+    }
+    w
+}
+
+/// 8 activation rows of `n_blocks` blocks of `act` (Q8_0 or Q8_1), `stride` bytes apart:
+/// quants in -127..=127, `d` random (1.0 with `unit`), Q8_1's `s = d · Σ q` as f16.
+fn tile_acts(act: GgmlType, n_blocks: usize, stride: usize, unit: bool, rng: &mut Rng) -> Vec<u8> {
+    let bb = format(act).block_bytes;
+    let quants = if act == GgmlType::Q8_1 { 4 } else { 2 };
+    let mut a = vec![0xA5u8; 8 * stride];
+    for t in 0..8 {
+        for block in a[t * stride..t * stride + n_blocks * bb].chunks_mut(bb) {
+            let d = if unit { f16::ONE } else { rng.scale() };
+            let mut sum = 0i32;
+            for q in &mut block[quants..] {
+                let v = (rng.next_u64() % 255) as i32 - 127;
+                *q = v as i8 as u8;
+                sum += v;
+            }
+            block[..2].copy_from_slice(&d.to_le_bytes());
+            if act == GgmlType::Q8_1 {
+                let s = f16::from_f32(d.to_f32() * sum as f32);
+                block[2..4].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+    }
+    a
+}
+
+/// The tile kernel for `ty` gives, for every weight row and activation row, the scalar dot
+/// product within 1e-5 of the sum of the blocks' |contributions| (f32 summation order is
+/// all that may differ), and exactly the scalar result when every scale is 1.
+fn tile_kernel_matches_scalar(
+    ty: GgmlType,
+    rows: usize,
+    n_blocks: usize,
+    pattern: Pattern,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let Some(gemm) = dispatch::best().gemm(ty) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED tile kernel check for {ty}: the {} set has no GEMM tile kernel for it",
+            dispatch::best().name()
+        );
+        return Ok(());
+    };
+    let mut rng = Rng(seed);
+    let act = format(ty).vec_dot_type;
+    let (wbb, abb) = (format(ty).block_bytes, format(act).block_bytes);
+    let stride = (n_blocks * abb).next_multiple_of(64) + 64 * (seed % 2) as usize;
+    let unit = matches!(pattern, Pattern::UnitScales);
+    let w = tile_weights(ty, rows, n_blocks, pattern, &mut rng);
+    let a = tile_acts(act, n_blocks, stride, unit, &mut rng);
+    let table = n_blocks * GEMM_TILE;
+    let (mut d, mut s, mut sums) = (vec![0f32; table], vec![], vec![]);
+    if act == GgmlType::Q8_1 {
+        s = vec![0f32; table];
+    } else {
+        sums = vec![0i32; table];
+    }
+    tile_tables(act, &a, stride, n_blocks, &mut d, &mut s, &mut sums);
+    let tile = ActTile {
+        quants: &a,
+        row_stride: stride,
+        d: &d,
+        s: &s,
+        sums: &sums,
+    };
+    let mut got = vec![f32::NAN; rows * GEMM_TILE];
+    gemm(&w, rows, &tile, &mut got);
+    let dot = dispatch::scalar().dot(ty).expect("scalar dot");
+    let row_bytes = n_blocks * wbb;
+    for (m, w_row) in w.chunks(row_bytes).enumerate() {
+        let mut want = [0f32; GEMM_TILE];
+        dot(w_row, &a, stride, &mut want);
+        // Per block, the scalar contribution of each activation row, to bound the rounding.
+        let mut abs_terms = [0f64; GEMM_TILE];
+        for b in 0..n_blocks {
+            let mut term = [0f32; GEMM_TILE];
+            dot(
+                &w_row[b * wbb..(b + 1) * wbb],
+                &a[b * abb..],
+                stride,
+                &mut term,
+            );
+            for (sum, t) in abs_terms.iter_mut().zip(term) {
+                *sum += f64::from(t.abs());
+            }
+        }
+        for t in 0..GEMM_TILE {
+            let (g, s) = (got[m * GEMM_TILE + t], want[t]);
+            if unit {
+                prop_assert!(
+                    g.to_bits() == s.to_bits(),
+                    "{ty} {pattern:?} row {m} act {t}: tile {g} vs scalar {s} (must be exact)"
+                );
+            } else {
+                let tol = 1e-5 * abs_terms[t] + 1e-30;
+                prop_assert!(
+                    (f64::from(g) - f64::from(s)).abs() <= tol,
+                    "{ty} {pattern:?} row {m} act {t}: tile {g} vs scalar {s} (tolerance {tol})"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4 * cases()))]
+
+    #[test]
+    fn gemm_tile_kernels_match_the_scalar_dot_per_row(
+        ty in 0..TILE_TYPES.len(),
+        rows in 1usize..=7,
+        n_blocks in prop_oneof![Just(1usize), Just(2usize), 3usize..=40],
+        pattern in 0..PATTERNS.len(),
+        seed in any::<u64>(),
+    ) {
+        tile_kernel_matches_scalar(TILE_TYPES[ty], rows, n_blocks, PATTERNS[pattern], seed)?;
+    }
+}
+
+#[test]
+fn gemm_tile_kernels_are_installed_for_the_q8_0_and_q8_1_paired_types_on_avx2() {
+    let set = dispatch::best();
+    if set.name() != "avx2" {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the {} kernel set is not avx2, which is the only one with tile kernels",
+            set.name()
+        );
+        return;
+    }
+    for ty in TILE_TYPES {
+        assert!(set.gemm(ty).is_some(), "{ty} has no tile kernel");
+    }
 }
