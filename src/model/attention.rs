@@ -27,6 +27,11 @@ pub const MAX_HEAD_DIM: usize = 1024;
 
 /// Query tokens per task.
 pub const Q_BLOCK: usize = 8;
+/// Batches of at least this many query tokens run latent attention as the reference's tiled
+/// flash-attention path does (its tile is 64 queries): the query stays f32 and the value
+/// sums are f32. Smaller batches and decode follow its one-query-at-a-time path (F16 query,
+/// F16 value sums for latent attention).
+pub const TILED_MIN_TOKENS: usize = 64;
 /// Keys converted and scored per step.
 const KEY_CHUNK: usize = 64;
 
@@ -97,7 +102,8 @@ pub fn attention(
         return;
     }
     let group = n_head / n_kv;
-    let round_q = cache.kv_type() == KvType::F16;
+    let tiled = p.values_in_keys && n_tokens >= TILED_MIN_TOKENS;
+    let round_q = cache.kv_type() == KvType::F16 && !tiled;
     let n_blocks = n_tokens.div_ceil(Q_BLOCK);
     // Keys visible to at least one query of the batch: `keys_lo .. pos0 + n_tokens`.
     let keys_lo = p.window.map_or(0, |w| (pos0 + 1).saturating_sub(w));
@@ -122,6 +128,7 @@ pub fn attention(
                     pos0: pos0 + t0,
                     n_q_tokens: t1 - t0,
                     key_range: keys_lo + seg * seg_len..keys_lo + ((seg + 1) * seg_len).min(n_keys),
+                    tiled,
                 };
                 TASK_BUFS.with(|bufs| {
                     let bufs = &mut *bufs.borrow_mut();
@@ -211,6 +218,9 @@ struct Task<'a> {
     pos0: usize,
     n_q_tokens: usize,
     key_range: std::ops::Range<usize>,
+    /// A batch of at least [`TILED_MIN_TOKENS`] queries: f32 value sums even for latent
+    /// attention.
+    tiled: bool,
 }
 
 impl Task<'_> {
@@ -260,8 +270,10 @@ impl Task<'_> {
         let scores = grown(&mut bufs.scores, KEY_CHUNK);
         let q = &bufs.q[..n_rows * dk];
         // Latent attention's values come from the F16 keys and are accumulated in F16, as
-        // the reference does (its accumulation rounding decides near-tied expert routing).
-        let f16_acc = self.p.values_in_keys && matches!(self.kv.keys, KvRows::F16(_));
+        // the reference does outside its tiled batch path (its accumulation rounding decides
+        // near-tied expert routing).
+        let f16_acc =
+            self.p.values_in_keys && !self.tiled && matches!(self.kv.keys, KvRows::F16(_));
 
         let last_pos = self.pos0 + self.n_q_tokens - 1;
         let end = (last_pos + 1).min(self.key_range.end);

@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 
 use super::util::{
-    bits_to_bytes, check_dot_args, dispatch_rows, dot_i8_signed, f16_strided, hsum_ps, nibbles_32,
+    bits_to_bytes, check_dot_args, dispatch_rows, dot_i8_signed, f16_at, hsum_epi32, nibbles_32,
 };
 use crate::blocks::IQ4NL_TABLE;
 
@@ -87,65 +87,6 @@ unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
     }
 }
 
-/// The shared kernel: `out[r] = dot(weight row, activation row r)` for `r < N`.
-///
-/// With `PRE`, the activation blocks' scales are read as f32 from `act_scales` (row `r`'s
-/// `d` values at `r * scale_stride`, then for Q8_1 its `s` values `n_blocks` further)
-/// instead of being converted from the blocks' f16 fields: the values are the same (f16 to
-/// f32 is exact), so both variants give the same result bit for bit, but a batch no longer
-/// converts every activation scale once per weight row.
-///
-/// # Safety
-/// `check_dot_args` must have accepted the slices for `KIND`'s block sizes, with
-/// `n_blocks` its result and `out.len() == N`; with `PRE`, `act_scales` must hold
-/// `(N - 1) * scale_stride + n_blocks * (1 + has_min)` values (`check_scale_args`).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_rows<const KIND: u8, const N: usize, const PRE: bool>(
-    w: &[u8],
-    n_blocks: usize,
-    acts: &[u8],
-    act_row_bytes: usize,
-    act_scales: &[f32],
-    scale_stride: usize,
-    out: &mut [f32],
-) {
-    let wp = w.as_ptr();
-    let ap = acts.as_ptr();
-    let sc = Scales {
-        p: act_scales.as_ptr(),
-        stride: scale_stride,
-        s_offset: n_blocks,
-    };
-    // One accumulator per row, updated in the same order whatever N is: a row's result
-    // does not depend on how many rows share the call (batch and decode agree bit for bit).
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_min = [_mm256_setzero_ps(); N];
-    let mut b = 0;
-    // SAFETY (the three loops): each group's blocks b .. b + COUNT are < n_blocks, so they
-    // lie inside the weight row and inside every activation row r < N (checked by
-    // `check_dot_args`), and inside every row of `act_scales` with `PRE`.
-    unsafe {
-        while b + 8 <= n_blocks {
-            group::<KIND, N, 8, PRE>(wp, ap, act_row_bytes, sc, b, &mut acc, &mut acc_min);
-            b += 8;
-        }
-        if b + 4 <= n_blocks {
-            group::<KIND, N, 4, PRE>(wp, ap, act_row_bytes, sc, b, &mut acc, &mut acc_min);
-            b += 4;
-        }
-        while b < n_blocks {
-            group::<KIND, N, 1, PRE>(wp, ap, act_row_bytes, sc, b, &mut acc, &mut acc_min);
-            b += 1;
-        }
-    }
-    for r in 0..N {
-        out[r] = hsum_ps(acc[r]);
-        if has_min(KIND) {
-            out[r] += hsum_ps(acc_min[r]);
-        }
-    }
-}
-
 /// Where the f32 activation scales of a `PRE` kernel are (unused otherwise).
 #[derive(Clone, Copy)]
 struct Scales {
@@ -156,97 +97,302 @@ struct Scales {
     s_offset: usize,
 }
 
-/// Loads `COUNT` (at most 8) f32 at `p` into the low lanes; the other lanes are zero.
-///
-/// # Safety
-/// `p .. p + COUNT` must be readable.
+/// Lanes of one kernel step: `R` weight rows times `N` activation rows, lane `m * N + t`.
+const LANES: usize = 8;
+
+/// Weight rows a [`lanes`] step takes for `n` activation rows (as many as fill the lanes).
+const fn rows_per_step(n: usize) -> usize {
+    if n >= LANES {
+        1
+    } else {
+        LANES / n
+    }
+}
+
+/// Folds 8 vectors of i32 partial sums into one vector whose lane `p` is the total of
+/// `v[p]` (a horizontal-add tree: 6 `hadd`, 2 lane permutes and 1 add for 8 totals).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32_lanes<const COUNT: usize>(p: *const f32) -> __m256 {
-    // SAFETY: the caller guarantees COUNT readable f32 at `p`.
+unsafe fn totals_i32(v: &[__m256i; LANES]) -> __m256i {
+    let h0 = _mm256_hadd_epi32(v[0], v[1]);
+    let h1 = _mm256_hadd_epi32(v[2], v[3]);
+    let h2 = _mm256_hadd_epi32(v[4], v[5]);
+    let h3 = _mm256_hadd_epi32(v[6], v[7]);
+    totals_from_pairs(h0, h1, h2, h3)
+}
+
+/// [`totals_i32`] for vectors of 16 i16 `maddubs` pair sums whose adjacent pairs still fit
+/// in i16 (unsigned weights of at most 5 bits: `|pair| ≤ 2·31·128 = 7936`, two of them
+/// 15872 < 2^15): the first level adds in i16 and one `madd` per two vectors widens.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn totals_i16(v: &[__m256i; LANES]) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let h0 = _mm256_madd_epi16(_mm256_hadd_epi16(v[0], v[1]), ones);
+    let h1 = _mm256_madd_epi16(_mm256_hadd_epi16(v[2], v[3]), ones);
+    let h2 = _mm256_madd_epi16(_mm256_hadd_epi16(v[4], v[5]), ones);
+    let h3 = _mm256_madd_epi16(_mm256_hadd_epi16(v[6], v[7]), ones);
+    totals_from_pairs(h0, h1, h2, h3)
+}
+
+/// The last two levels of the tree: `h_i` holds, per 128-bit lane, two partial sums of
+/// vector `2i` then two of vector `2i + 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn totals_from_pairs(h0: __m256i, h1: __m256i, h2: __m256i, h3: __m256i) -> __m256i {
+    // Per 128-bit lane: one partial sum of each of vectors 0..4 (g0) and 4..8 (g1), the
+    // low lane covering the vectors' first halves, the high lane their second halves.
+    let g0 = _mm256_hadd_epi32(h0, h1);
+    let g1 = _mm256_hadd_epi32(h2, h3);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(g0, g1, 0x20),
+        _mm256_permute2x128_si256(g0, g1, 0x31),
+    )
+}
+
+/// Log2 of the offset subtracted from unsigned Q4_0 / Q5_0 quants (`q - 8`, `q - 16`),
+/// 0 for the kinds that are unpacked signed or have a minimum instead.
+const fn offset_shift(kind: u8) -> u32 {
+    match kind {
+        Q4_0 => 3,
+        Q5_0 => 4,
+        _ => 0,
+    }
+}
+
+/// Whether `kind`'s quants go into `maddubs` signed, through the sign trick.
+const fn signed(kind: u8) -> bool {
+    matches!(kind, Q8_0 | IQ4_NL)
+}
+
+/// Unpacks the weight block at `p` for [`lanes`]: unsigned `q` (0..=31) for Q4_0, Q5_0,
+/// Q4_1 and Q5_1, signed values for Q8_0 and IQ4_NL.
+///
+/// # Safety
+/// `p` must point at a whole weight block of `KIND`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_unsigned<const KIND: u8>(p: *const u8) -> __m256i {
+    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
+    // every offset is inside that block's layout (see `crate::blocks`).
     unsafe {
-        if COUNT == 8 {
-            _mm256_loadu_ps(p)
-        } else {
-            let mut v = [0f32; 8];
-            std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), COUNT);
-            _mm256_loadu_ps(v.as_ptr())
+        match KIND {
+            Q4_0 => nibbles_32(p.add(2)),
+            Q5_0 => {
+                let high = bits_to_bytes(p.add(2).cast::<u32>().read_unaligned());
+                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles_32(p.add(6)), fifth)
+            }
+            _ => unpack::<KIND>(p),
         }
     }
 }
 
-/// Adds blocks `first .. first + COUNT` (COUNT ≤ 8) of the row to the accumulators.
-///
-/// The `COUNT` weight scales, and per activation row the `COUNT` activation scales, are
-/// converted with one F16C instruction (or, with `PRE`, loaded as f32) and multiplied into
-/// a table once; each weight block is then unpacked once and used for all `N` rows.
+/// Reads the f16 at `p` as raw bits.
 ///
 /// # Safety
-/// Those blocks must exist in the weight row and in all `N` activation rows (and their
-/// scales in `sc` with `PRE`).
+/// `p..p + 2` must be readable.
+#[inline]
+unsafe fn f16_bits(p: *const u8) -> i16 {
+    // SAFETY: the caller guarantees two readable bytes; unaligned read.
+    unsafe { p.cast::<i16>().read_unaligned() }
+}
+
+/// Converts 8 f16 bit patterns (lane order) to f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<const KIND: u8, const N: usize, const COUNT: usize, const PRE: bool>(
-    wp: *const u8,
+unsafe fn f16x8(h: [i16; LANES]) -> __m256 {
+    _mm256_cvtph_ps(_mm_setr_epi16(
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
+    ))
+}
+
+/// The vector whose lane `m * N + t` is `x[t]` (for `m < R`; the other lanes are zero).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn per_act_row<const R: usize, const N: usize>(x: &[f32; N]) -> __m256 {
+    if N == 1 {
+        _mm256_set1_ps(x[0])
+    } else {
+        let mut l = [0f32; LANES];
+        for (p, l) in l.iter_mut().enumerate().take(R * N) {
+            *l = x[p % N];
+        }
+        // SAFETY: `l` holds 8 f32.
+        unsafe { _mm256_loadu_ps(l.as_ptr()) }
+    }
+}
+
+/// One kernel step: the dot products of `R` weight rows with `N` activation rows
+/// (`R · N ≤ 8`), lane `m * N + t` = dot(weight row `m`, activation row `t`); lanes past
+/// `R · N` are zero.
+///
+/// Every lane is computed the same way, whatever `R` and `N` (and as the GEMM tiles in
+/// `gemm.rs` compute it): per block `b` in order, the exact integer dot product `isum`
+/// (offsets of unsigned quants applied in integers), then
+/// `acc = fma(isum, d_w · d_a, acc)` in f32, and for Q4_1/Q5_1 separately
+/// `acc_min = fma(m_w, s_a, acc_min)`; the result is `acc + acc_min`. So a row's result does
+/// not depend on which rows share the step, the number of activation rows or the kernel
+/// (decode, batch remainders and GEMM tiles agree bit for bit).
+///
+/// Weight row `m` is at `w + w_offsets[m]` (rows may repeat: a step over fewer distinct
+/// rows just repeats one). With `PF > 0` the step prefetches, for every row, the block
+/// `prefetch` bytes further on (decode streams the matrix from memory).
+///
+/// # Safety
+/// Every weight row must hold `n_blocks` blocks of `KIND` and every activation row
+/// `t < N` (at `ap + t * act_row_bytes`) `n_blocks` activation blocks; with `PRE`, `sc`
+/// must hold their scales (`check_scale_args`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>(
+    w: *const u8,
+    w_offsets: [usize; R],
+    n_blocks: usize,
     ap: *const u8,
     act_row_bytes: usize,
     sc: Scales,
-    first: usize,
-    acc: &mut [__m256; N],
-    acc_min: &mut [__m256; N],
-) {
+    prefetch: usize,
+) -> __m256 {
+    const { assert!(R * N <= LANES && R > 0 && N > 0) };
     let wbb = weight_block_bytes(KIND);
     let abb = act_block_bytes(KIND);
     let a_quants = if has_min(KIND) { 4 } else { 2 };
-    // SAFETY (all pointer arithmetic and reads below): the caller guarantees blocks
-    // `first .. first + COUNT` exist in the weight row and in every activation row r < N,
-    // and with `PRE` their scales in every row of `sc`.
-    unsafe {
-        let wg = wp.add(first * wbb);
-        let d_w = f16_strided::<COUNT>(wg, wbb);
-        let m_w = if has_min(KIND) {
-            f16_strided::<COUNT>(wg.add(2), wbb)
-        } else {
-            d_w
-        };
-        let mut scales = [[0f32; 8]; N];
-        for r in 0..N {
-            let ag = ap.add(r * act_row_bytes + first * abb);
-            let sr = sc.p.wrapping_add(r * sc.stride + first);
-            let d_a = if PRE {
-                f32_lanes::<COUNT>(sr)
+    // Prefetch one block in every `pf_every`, so that every cache line of a row is
+    // touched (the blocks are at most 64 bytes).
+    let pf_every = 64 / wbb;
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
+    for b in 0..n_blocks {
+        // SAFETY (all reads below): block b < n_blocks exists in every weight row and in
+        // every activation row t < N, and with `PRE` its scales in `sc` (caller). The
+        // prefetch addresses are only hints and never dereferenced (`wrapping_add`).
+        unsafe {
+            let mut a = [_mm256_setzero_si256(); N];
+            let mut d_a = [0f32; N];
+            let mut s_a = [0f32; N];
+            for t in 0..N {
+                let ab = ap.add(t * act_row_bytes + b * abb);
+                a[t] = _mm256_loadu_si256(ab.add(a_quants).cast());
+                let sr = sc.p.wrapping_add(t * sc.stride + b);
+                d_a[t] = if PRE { *sr } else { f16_at(ab) };
+                if has_min(KIND) {
+                    s_a[t] = if PRE {
+                        *sr.wrapping_add(sc.s_offset)
+                    } else {
+                        f16_at(ab.add(2))
+                    };
+                }
+            }
+            let mut v = [_mm256_setzero_si256(); LANES];
+            let mut h_d = [0i16; LANES];
+            let mut h_m = [0i16; LANES];
+            for m in 0..R {
+                let wb = w.add(w_offsets[m] + b * wbb);
+                if prefetch > 0 && b % pf_every == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(prefetch).cast());
+                }
+                for t in 0..N {
+                    h_d[m * N + t] = f16_bits(wb);
+                    if has_min(KIND) {
+                        h_m[m * N + t] = f16_bits(wb.add(2));
+                    }
+                }
+                if signed(KIND) {
+                    let q = unpack::<KIND>(wb);
+                    let q_abs = _mm256_sign_epi8(q, q);
+                    for t in 0..N {
+                        v[m * N + t] = dot_i8_signed(q_abs, q, a[t]);
+                    }
+                } else {
+                    let q = unpack_unsigned::<KIND>(wb);
+                    for t in 0..N {
+                        v[m * N + t] = _mm256_maddubs_epi16(q, a[t]);
+                    }
+                }
+            }
+            let mut isum = if signed(KIND) {
+                totals_i32(&v)
             } else {
-                f16_strided::<COUNT>(ag, abb)
+                totals_i16(&v)
             };
-            _mm256_storeu_ps(scales[r].as_mut_ptr(), _mm256_mul_ps(d_w, d_a));
+            if offset_shift(KIND) > 0 {
+                // Σ (q - 2^k)·a = Σ q·a - 2^k·Σ a, all exact in i32.
+                let mut sums = [0i32; LANES];
+                for t in 0..N {
+                    let s =
+                        hsum_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, a[t]), ones16));
+                    for m in 0..R {
+                        sums[m * N + t] = s << offset_shift(KIND);
+                    }
+                }
+                let offsets = if N == 1 {
+                    _mm256_set1_epi32(sums[0])
+                } else {
+                    _mm256_loadu_si256(sums.as_ptr().cast())
+                };
+                isum = _mm256_sub_epi32(isum, offsets);
+            }
+            let scale = _mm256_mul_ps(f16x8(h_d), per_act_row::<R, N>(&d_a));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
             if has_min(KIND) {
-                let s_a = if PRE {
-                    f32_lanes::<COUNT>(sr.wrapping_add(sc.s_offset))
-                } else {
-                    f16_strided::<COUNT>(ag.add(2), abb)
-                };
-                acc_min[r] = _mm256_fmadd_ps(m_w, s_a, acc_min[r]);
+                acc_min = _mm256_fmadd_ps(f16x8(h_m), per_act_row::<R, N>(&s_a), acc_min);
             }
         }
-        // `k` also drives the pointer arithmetic, not just `scales`.
-        #[allow(clippy::needless_range_loop)]
-        for k in 0..COUNT {
-            let q = unpack::<KIND>(wg.add(k * wbb));
-            let q_abs = _mm256_sign_epi8(q, q);
-            for r in 0..N {
-                let a = _mm256_loadu_si256(
-                    ap.add(r * act_row_bytes + (first + k) * abb + a_quants)
-                        .cast(),
-                );
-                let isum = if has_min(KIND) {
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
-                } else {
-                    dot_i8_signed(q_abs, q, a)
-                };
-                let scale = _mm256_broadcast_ss(&scales[r][k]);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r]);
-            }
-        }
+    }
+    if has_min(KIND) {
+        _mm256_add_ps(acc, acc_min)
+    } else {
+        acc
+    }
+}
+
+/// `out[m * N + t]` = dot(weight row `m`, activation row `t`) for the `w_rows` weight rows
+/// of `row_bytes` bytes at `w`, in steps of [`rows_per_step`]`(N)` rows (the last step
+/// repeats the last row to fill up).
+///
+/// # Safety
+/// `w` must hold `w_rows` rows of `n_blocks` blocks of `KIND`, `out.len() == w_rows * N`,
+/// and the activation rows (and with `PRE` their scales) as for [`lanes`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bool>(
+    w: &[u8],
+    w_rows: usize,
+    n_blocks: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    sc: Scales,
+    out: &mut [f32],
+) {
+    let row_bytes = n_blocks * weight_block_bytes(KIND);
+    // Decode (one activation row) streams the weights: prefetch the next step's rows.
+    let prefetch = if N == 1 { R * row_bytes } else { 0 };
+    let mut m0 = 0;
+    while m0 < w_rows {
+        let offsets: [usize; R] = std::array::from_fn(|m| (m0 + m).min(w_rows - 1) * row_bytes);
+        // SAFETY: every offset is that of a row < w_rows; the caller guarantees the rest.
+        let total = unsafe {
+            lanes::<KIND, R, N, PRE>(
+                w.as_ptr(),
+                offsets,
+                n_blocks,
+                acts.as_ptr(),
+                act_row_bytes,
+                sc,
+                prefetch,
+            )
+        };
+        let mut l = [0f32; LANES];
+        // SAFETY: `l` holds 8 f32.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), total) };
+        let n_out = (w_rows - m0).min(R) * N;
+        out[m0 * N..m0 * N + n_out].copy_from_slice(&l[..n_out]);
+        m0 += R;
     }
 }
 
@@ -289,12 +435,18 @@ macro_rules! legacy_dot_fn {
                 act_block_bytes($kind),
                 out,
             );
+            let no_scales = Scales {
+                p: std::ptr::null(),
+                stride: 0,
+                s_offset: 0,
+            };
             dispatch_rows!(out.len(), N => {
                 // SAFETY: avx2, fma and f16c were detected before `install` made this
-                // function reachable; `check_dot_args` validated the slice lengths.
+                // function reachable; `check_dot_args` validated the slice lengths for
+                // this one weight row and `out.len() == N` activation rows.
                 unsafe {
-                    dot_rows::<{ $kind }, N, false>(
-                        w, n_blocks, acts, act_row_bytes, &[], 0, out,
+                    dot_rows::<{ $kind }, 1, N, false>(
+                        w, 1, n_blocks, acts, act_row_bytes, no_scales, out,
                     )
                 }
             })
@@ -326,17 +478,20 @@ macro_rules! legacy_dot_fn {
                 &out[..n_acts],
             );
             check_scale_args(act_scales, scale_stride, n_acts, n_blocks, has_min($kind));
+            let sc = Scales {
+                p: act_scales.as_ptr(),
+                stride: scale_stride,
+                s_offset: n_blocks,
+            };
             dispatch_rows!(n_acts, N => {
-                for (w_row, out_row) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(N)) {
-                    // SAFETY: avx2, fma and f16c were detected before `install` made this
-                    // function reachable; every weight row has the length `check_dot_args`
-                    // validated, and `check_scale_args` validated the scale table.
-                    unsafe {
-                        dot_rows::<{ $kind }, N, true>(
-                            w_row, n_blocks, acts, act_row_bytes, act_scales, scale_stride,
-                            out_row,
-                        )
-                    }
+                // SAFETY: avx2, fma and f16c were detected before `install` made this
+                // function reachable; `w` holds `w_rows` rows of the length
+                // `check_dot_args` validated, `out.len() == w_rows * N`, and
+                // `check_scale_args` validated the scale table.
+                unsafe {
+                    dot_rows::<{ $kind }, { rows_per_step(N) }, N, true>(
+                        w, w_rows, n_blocks, acts, act_row_bytes, sc, out,
+                    )
                 }
             })
         }

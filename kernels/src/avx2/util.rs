@@ -114,24 +114,6 @@ pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     unsafe { p.cast::<f32>().read_unaligned() }
 }
 
-/// Converts the binary16 values at `p`, `p + stride`, ... (`COUNT` of them, at most 8)
-/// into the lanes of an `__m256`; lanes past `COUNT` are zero. Used to turn the scales of
-/// up to 8 consecutive blocks into f32 with one conversion.
-///
-/// # Safety
-/// The `COUNT` two-byte fields must be readable; `COUNT <= 8`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn f16_strided<const COUNT: usize>(p: *const u8, stride: usize) -> __m256 {
-    let mut bits = [0u64; 2];
-    for k in 0..COUNT {
-        // SAFETY: the caller guarantees the k-th field (k < COUNT) is readable.
-        let h = unsafe { p.add(k * stride).cast::<u16>().read_unaligned() };
-        bits[k / 4] |= u64::from(h) << (16 * (k % 4));
-    }
-    _mm256_cvtph_ps(_mm_set_epi64x(bits[1] as i64, bits[0] as i64))
-}
-
 /// Loads 16 bytes of packed nibbles at `p` and returns the 32 nibbles in element order:
 /// the low nibbles (elements 0..16) in the low 128-bit lane, the high nibbles (16..32) in
 /// the high lane, each as a byte 0..=15.
@@ -253,25 +235,6 @@ mod tests {
             let want: [u8; 32] = std::array::from_fn(|j| if bits >> j & 1 == 1 { 0xFF } else { 0 });
             assert_eq!(got, want, "bits {bits:#010x}");
         }
-    }
-
-    #[test]
-    fn f16_strided_converts_count_fields_and_zeroes_the_other_lanes() {
-        if !cpu_has_avx2() {
-            return;
-        }
-        // Fields 3 bytes apart: 1.0, -2.0, 65504 (max), 2^-24 (smallest subnormal), 0.5.
-        let values: [u16; 5] = [0x3C00, 0xC000, 0x7BFF, 0x0001, 0x3800];
-        let mut bytes = vec![0xEEu8; 3 * values.len()];
-        for (k, v) in values.iter().enumerate() {
-            bytes[3 * k..3 * k + 2].copy_from_slice(&v.to_le_bytes());
-        }
-        // SAFETY: features checked above; the 5 fields are readable.
-        let got: [f32; 8] = unsafe { std::mem::transmute(f16_strided::<5>(bytes.as_ptr(), 3)) };
-        assert_eq!(
-            got,
-            [1.0, -2.0, 65504.0, 2f32.powi(-24), 0.5, 0.0, 0.0, 0.0]
-        );
     }
 
     #[test]
