@@ -59,7 +59,7 @@ proptest! {
         ty_index in 0..TYPES.len(),
         n_blocks in 1usize..=40,
         n_rows in 1usize..=MAX_ACT_ROWS,
-        w_rows in 1usize..=5,
+        w_rows in 1usize..=19,
         seed in any::<u64>(),
         amplitude in prop_oneof![Just(0.0f32), Just(1e-6f32), Just(1.0f32), Just(3e4f32)],
     ) {

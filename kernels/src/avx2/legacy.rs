@@ -246,7 +246,13 @@ unsafe fn per_act_row<const R: usize, const N: usize>(x: &[f32; N]) -> __m256 {
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>(
+unsafe fn lanes<
+    const KIND: u8,
+    const R: usize,
+    const N: usize,
+    const PRE: bool,
+    const PAIRS: bool,
+>(
     w: *const u8,
     w_offsets: [usize; R],
     n_blocks: usize,
@@ -256,6 +262,59 @@ unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>
     prefetch: usize,
 ) -> __m256 {
     const { assert!(R * N <= LANES && R > 0 && N > 0) };
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
+    let mut b = 0;
+    // SAFETY (both loops): every block b < n_blocks exists in every weight row and in every
+    // activation row t < N, and with `PRE` its scales in `sc` (caller).
+    unsafe {
+        if PAIRS && R == LANES && N == 1 && matches!(KIND, Q4_0 | Q4_1) {
+            while b + 2 <= n_blocks {
+                let w_offsets: [usize; LANES] = std::array::from_fn(|m| w_offsets[m % R]);
+                pair_step::<KIND, PRE>(w, w_offsets, ap, sc, prefetch, b, &mut acc, &mut acc_min);
+                b += 2;
+            }
+        }
+        while b < n_blocks {
+            block_step::<KIND, R, N, PRE>(
+                w,
+                w_offsets,
+                ap,
+                act_row_bytes,
+                sc,
+                prefetch,
+                b,
+                &mut acc,
+                &mut acc_min,
+            );
+            b += 1;
+        }
+    }
+    if has_min(KIND) {
+        _mm256_add_ps(acc, acc_min)
+    } else {
+        acc
+    }
+}
+
+/// Adds block `b` to the [`lanes`] accumulators (see there for the arithmetic).
+///
+/// # Safety
+/// As for [`lanes`], and block `b` must exist.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_step<const KIND: u8, const R: usize, const N: usize, const PRE: bool>(
+    w: *const u8,
+    w_offsets: [usize; R],
+    ap: *const u8,
+    act_row_bytes: usize,
+    sc: Scales,
+    prefetch: usize,
+    b: usize,
+    acc: &mut __m256,
+    acc_min: &mut __m256,
+) {
     let wbb = weight_block_bytes(KIND);
     let abb = act_block_bytes(KIND);
     let a_quants = if has_min(KIND) { 4 } else { 2 };
@@ -264,12 +323,10 @@ unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>
     let pf_every = 64 / wbb;
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_min = _mm256_setzero_ps();
-    for b in 0..n_blocks {
-        // SAFETY (all reads below): block b < n_blocks exists in every weight row and in
-        // every activation row t < N, and with `PRE` its scales in `sc` (caller). The
-        // prefetch addresses are only hints and never dereferenced (`wrapping_add`).
+    {
+        // SAFETY (all reads below): block b exists in every weight row and in every
+        // activation row t < N, and with `PRE` its scales in `sc` (caller). The prefetch
+        // addresses are only hints and never dereferenced (`wrapping_add`).
         unsafe {
             let mut a = [_mm256_setzero_si256(); N];
             let mut d_a = [0f32; N];
@@ -337,16 +394,109 @@ unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>
                 isum = _mm256_sub_epi32(isum, offsets);
             }
             let scale = _mm256_mul_ps(f16x8(h_d), per_act_row::<R, N>(&d_a));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, *acc);
             if has_min(KIND) {
-                acc_min = _mm256_fmadd_ps(f16x8(h_m), per_act_row::<R, N>(&s_a), acc_min);
+                *acc_min = _mm256_fmadd_ps(f16x8(h_m), per_act_row::<R, N>(&s_a), *acc_min);
             }
         }
     }
-    if has_min(KIND) {
-        _mm256_add_ps(acc, acc_min)
-    } else {
-        acc
+}
+
+/// Blocks `b` and `b + 1` of 8 Q4_0 or Q4_1 weight rows against one activation row, with
+/// exactly the arithmetic of two [`block_step`]s (same exact block sums, same f32
+/// operations in the same order) but half the unpacking and reduction work: one 256-bit
+/// register holds the packed quants of both blocks (block `b` in the low 128-bit lane), so
+/// one shift and two masks give the low and high nibbles of both, multiplied against the
+/// activations regrouped the same way; each row's products of the two blocks stay in
+/// separate lanes down to the last level of the reduction tree.
+///
+/// # Safety
+/// As for [`block_step`], for both blocks.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pair_step<const KIND: u8, const PRE: bool>(
+    w: *const u8,
+    w_offsets: [usize; LANES],
+    ap: *const u8,
+    sc: Scales,
+    prefetch: usize,
+    b: usize,
+    acc: &mut __m256,
+    acc_min: &mut __m256,
+) {
+    let wbb = weight_block_bytes(KIND);
+    let abb = act_block_bytes(KIND);
+    let (a_quants, w_quants) = if has_min(KIND) { (4, 4) } else { (2, 2) };
+    let low4 = _mm256_set1_epi8(0x0F);
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    // SAFETY (all reads below): blocks b and b + 1 exist in every weight row and in the
+    // activation row, and with `PRE` their scales in `sc` (caller). The prefetch addresses
+    // are only hints and never dereferenced (`wrapping_add`).
+    unsafe {
+        let ab0 = ap.add(b * abb);
+        let ab1 = ab0.add(abb);
+        let a0 = _mm256_loadu_si256(ab0.add(a_quants).cast());
+        let a1 = _mm256_loadu_si256(ab1.add(a_quants).cast());
+        // Elements 0..16 of both blocks, then 16..32 of both.
+        let a_lo = _mm256_permute2x128_si256(a0, a1, 0x20);
+        let a_hi = _mm256_permute2x128_si256(a0, a1, 0x31);
+        let mut v = [_mm256_setzero_si256(); LANES];
+        let mut h_d = [[0i16; LANES]; 2];
+        let mut h_m = [[0i16; LANES]; 2];
+        for m in 0..LANES {
+            let wb0 = w.add(w_offsets[m] + b * wbb);
+            let wb1 = wb0.add(wbb);
+            _mm_prefetch::<_MM_HINT_T0>(wb0.wrapping_add(prefetch).cast());
+            h_d[0][m] = f16_bits(wb0);
+            h_d[1][m] = f16_bits(wb1);
+            if has_min(KIND) {
+                h_m[0][m] = f16_bits(wb0.add(2));
+                h_m[1][m] = f16_bits(wb1.add(2));
+            }
+            let packed = _mm256_loadu2_m128i(wb1.add(w_quants).cast(), wb0.add(w_quants).cast());
+            let lo = _mm256_and_si256(packed, low4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+            // |lane| ≤ 2·(2·15·128) = 7680: adding the two halves stays inside i16, and so
+            // does the first `hadd` level of `totals_i16` (15360).
+            v[m] = _mm256_add_epi16(
+                _mm256_maddubs_epi16(lo, a_lo),
+                _mm256_maddubs_epi16(hi, a_hi),
+            );
+        }
+        // Per 128-bit lane (block b low, b + 1 high): the 4 totals of rows 0..4 (g0) and
+        // rows 4..8 (g1).
+        let h0 = _mm256_madd_epi16(_mm256_hadd_epi16(v[0], v[1]), ones16);
+        let h1 = _mm256_madd_epi16(_mm256_hadd_epi16(v[2], v[3]), ones16);
+        let h2 = _mm256_madd_epi16(_mm256_hadd_epi16(v[4], v[5]), ones16);
+        let h3 = _mm256_madd_epi16(_mm256_hadd_epi16(v[6], v[7]), ones16);
+        let g0 = _mm256_hadd_epi32(h0, h1);
+        let g1 = _mm256_hadd_epi32(h2, h3);
+        let mut isum = [
+            _mm256_permute2x128_si256(g0, g1, 0x20),
+            _mm256_permute2x128_si256(g0, g1, 0x31),
+        ];
+        let a = [a0, a1];
+        let ab = [ab0, ab1];
+        for k in 0..2 {
+            if offset_shift(KIND) > 0 {
+                let s = hsum_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, a[k]), ones16));
+                isum[k] = _mm256_sub_epi32(isum[k], _mm256_set1_epi32(s << offset_shift(KIND)));
+            }
+            let sr = sc.p.wrapping_add(b + k);
+            let d_a = if PRE { *sr } else { f16_at(ab[k]) };
+            let scale = _mm256_mul_ps(f16x8(h_d[k]), _mm256_set1_ps(d_a));
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), scale, *acc);
+            if has_min(KIND) {
+                let s_a = if PRE {
+                    *sr.wrapping_add(sc.s_offset)
+                } else {
+                    f16_at(ab[k].add(2))
+                };
+                *acc_min = _mm256_fmadd_ps(f16x8(h_m[k]), _mm256_set1_ps(s_a), *acc_min);
+            }
+        }
     }
 }
 
@@ -377,7 +527,7 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
         let offsets: [usize; R] = std::array::from_fn(|m| (m0 + m).min(w_rows - 1) * row_bytes);
         // SAFETY: every offset is that of a row < w_rows; the caller guarantees the rest.
         let total = unsafe {
-            lanes::<KIND, R, N, PRE>(
+            lanes::<KIND, R, N, PRE, true>(
                 w.as_ptr(),
                 offsets,
                 n_blocks,
