@@ -349,14 +349,11 @@ pub fn matmul_many_with(
         && works[..n_mats]
             .iter()
             .any(|w| w.as_ref().is_some_and(|w| w.gemm.is_some()));
-    let tile_len = if wants_tiles {
-        (n_tokens / GEMM_TILE) * n_blocks * GEMM_TILE
+    let n_tiles = if wants_tiles { n_tokens / GEMM_TILE } else { 0 };
+    let lens = if wants_tiles {
+        tile_table_lens(af.ty, n_blocks)
     } else {
-        0
-    };
-    let (s_len, sums_len) = match af.ty {
-        GgmlType::Q8_1 => (tile_len, 0),
-        _ => (0, tile_len),
+        (0, 0, 0)
     };
     let Buffers {
         quantized,
@@ -367,7 +364,7 @@ pub fn matmul_many_with(
     } = scratch.buffers(
         n_tokens * act_stride,
         n_tokens * scale_stride,
-        (tile_len, s_len, sums_len),
+        (n_tiles * lens.0, n_tiles * lens.1, n_tiles * lens.2),
     );
     let act_block = ActBlock {
         elems: af.block_elems,
@@ -401,35 +398,27 @@ pub fn matmul_many_with(
                 scale_rows(af.ty, &q[..a_row_bytes], sc);
             }
         }
-        if wants_tiles {
-            let per_tile = n_blocks * GEMM_TILE;
-            let s_per_tile = if tile_s.is_empty() { 0 } else { per_tile };
-            let sums_per_tile = if tile_sums.is_empty() { 0 } else { per_tile };
-            for (i, tile) in quantized
-                .chunks(GEMM_TILE * act_stride)
-                .take(n_tokens / GEMM_TILE)
-                .enumerate()
-            {
-                tile_tables(
-                    af.ty,
-                    tile,
-                    act_stride,
-                    n_blocks,
-                    &mut tile_d[i * per_tile..(i + 1) * per_tile],
-                    &mut tile_s[i * s_per_tile..(i + 1) * s_per_tile],
-                    &mut tile_sums[i * sums_per_tile..(i + 1) * sums_per_tile],
-                );
-            }
+        let tiles = quantized.chunks(GEMM_TILE * act_stride).take(n_tiles);
+        for (i, tile) in tiles.enumerate() {
+            tile_tables(
+                af.ty,
+                tile,
+                act_stride,
+                n_blocks,
+                &mut tile_d[i * lens.0..(i + 1) * lens.0],
+                &mut tile_s[i * lens.1..(i + 1) * lens.1],
+                &mut tile_sums[i * lens.2..(i + 1) * lens.2],
+            );
         }
     };
     if serial {
         prepare(quantized, scales, tile_d, tile_s, tile_sums);
-        let tiles = TileTables::new(tile_d, tile_s, tile_sums, n_blocks);
+        let tiles = TileTables::new(tile_d, tile_s, tile_sums, lens);
         run(quantized, act_stride, scales, scale_stride, tiles);
     } else {
         pool.install(|| {
             prepare(quantized, scales, tile_d, tile_s, tile_sums);
-            let tiles = TileTables::new(tile_d, tile_s, tile_sums, n_blocks);
+            let tiles = TileTables::new(tile_d, tile_s, tile_sums, lens);
             run(quantized, act_stride, scales, scale_stride, tiles);
         });
     }
@@ -470,14 +459,31 @@ pub fn scale_rows(act: GgmlType, row: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Builds the block-major tables of one [`GemmFn`] tile ([`ActTile`]) from its
-/// [`GEMM_TILE`] quantized activation rows of `n_blocks` Q8_0 or Q8_1 blocks, `stride`
-/// bytes apart in `rows`: `d[b * GEMM_TILE + t]` is block `b`'s `d` of row `t`; for Q8_1,
-/// `s` gets the blocks' `s` the same way; for Q8_0, `sums` gets the exact sum of the
-/// block's 32 quants. An empty `s` or `sums` is left alone.
+/// Lengths of the (`d`, `s`, `sums`) tables of one [`GemmFn`] tile of `n_blocks` blocks
+/// of `act` (see [`tile_tables`]); 0 for a table the format does not use.
 ///
 /// # Panics
-/// If `act` is not Q8_0 or Q8_1, or a slice is too short (caller bugs).
+/// If `act` is not Q8_0, Q8_1 or Q8_K (a caller bug).
+pub fn tile_table_lens(act: GgmlType, n_blocks: usize) -> (usize, usize, usize) {
+    let n = n_blocks * GEMM_TILE;
+    match act {
+        GgmlType::Q8_0 => (n, 0, n),
+        GgmlType::Q8_1 => (n, n, 0),
+        GgmlType::Q8_K => (n, 0, 8 * n),
+        other => panic!("{other} activations have no GEMM tile tables"),
+    }
+}
+
+/// Builds the block-major tables of one [`GemmFn`] tile ([`ActTile`]) from its
+/// [`GEMM_TILE`] quantized activation rows of `n_blocks` Q8_0, Q8_1 or Q8_K blocks,
+/// `stride` bytes apart in `rows`: `d[b * GEMM_TILE + t]` is block `b`'s `d` of row `t`;
+/// for Q8_1, `s` gets the blocks' `s` the same way; for Q8_0, `sums` gets the exact sum of
+/// the block's 32 quants; for Q8_K, `sums[(b * 8 + j) * GEMM_TILE + t]` gets the sum of
+/// the block sums `2j` and `2j + 1` (the 32 quants of sub-block `j`). The tables have the
+/// lengths [`tile_table_lens`] gives; an unused one may be empty.
+///
+/// # Panics
+/// If `act` is not Q8_0, Q8_1 or Q8_K, or a slice is too short (caller bugs).
 pub fn tile_tables(
     act: GgmlType,
     rows: &[u8],
@@ -490,8 +496,23 @@ pub fn tile_tables(
     let (bb, quants) = match act {
         GgmlType::Q8_0 => (34, 2),
         GgmlType::Q8_1 => (36, 4),
+        GgmlType::Q8_K => (292, 4),
         other => panic!("{other} activations have no GEMM tile tables"),
     };
+    if act == GgmlType::Q8_K {
+        let i16_at = |b: &[u8], at: usize| i32::from(i16::from_le_bytes([b[at], b[at + 1]]));
+        for t in 0..GEMM_TILE {
+            let row = &rows[t * stride..t * stride + n_blocks * bb];
+            for (b, block) in row.chunks_exact(bb).enumerate() {
+                d[b * GEMM_TILE + t] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]);
+                for j in 0..8 {
+                    let at = 260 + 4 * j;
+                    sums[(b * 8 + j) * GEMM_TILE + t] = i16_at(block, at) + i16_at(block, at + 2);
+                }
+            }
+        }
+        return;
+    }
     let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     for t in 0..GEMM_TILE {
         let row = &rows[t * stride..t * stride + n_blocks * bb];
@@ -522,17 +543,20 @@ struct TileTables<'a> {
 }
 
 impl<'a> TileTables<'a> {
-    /// The tables of tiles of `n_blocks` blocks; `s` and `sums` may be empty.
-    fn new(d: &'a [f32], s: &'a [f32], sums: &'a [i32], n_blocks: usize) -> TileTables<'a> {
-        let per_tile = n_blocks * GEMM_TILE;
-        let stride = |len: usize| if len == 0 { 0 } else { per_tile };
+    /// The tables of consecutive tiles, each `lens` ([`tile_table_lens`]) long.
+    fn new(
+        d: &'a [f32],
+        s: &'a [f32],
+        sums: &'a [i32],
+        lens: (usize, usize, usize),
+    ) -> TileTables<'a> {
         TileTables {
             d,
             s,
             sums,
-            d_stride: stride(d.len()),
-            s_stride: stride(s.len()),
-            sums_stride: stride(sums.len()),
+            d_stride: lens.0,
+            s_stride: lens.1,
+            sums_stride: lens.2,
         }
     }
 

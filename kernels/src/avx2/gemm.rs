@@ -354,3 +354,196 @@ gemm_fn!(gemm_q5_0, Q5_0);
 gemm_fn!(gemm_q5_1, Q5_1);
 gemm_fn!(gemm_q8_0, Q8_0);
 gemm_fn!(gemm_iq4_nl, IQ4_NL);
+
+// ---------------------------------------------------------------------------------------
+// Q4_K and Q5_K against Q8_K activations
+
+/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
+const Q8K_BYTES: usize = 292;
+/// Offset of the quants in a Q8_K block.
+const Q8K_QS: usize = 4;
+/// Sub-blocks of 32 elements in a 256-element super-block.
+const SUB_BLOCKS: usize = 8;
+
+/// Decodes Q4_K/Q5_K's 12 packed bytes at `p` into (8 six-bit scales, 8 six-bit mins), one
+/// byte each, packed little-endian into u64s.
+///
+/// # Safety
+/// `p..p + 12` must be readable.
+#[inline]
+unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
+    // SAFETY: the caller guarantees 12 readable bytes; unaligned reads.
+    let (w0, w1, w2) = unsafe {
+        (
+            p.cast::<u32>().read_unaligned(),
+            p.add(4).cast::<u32>().read_unaligned(),
+            p.add(8).cast::<u32>().read_unaligned(),
+        )
+    };
+    let sc_lo = w0 & 0x3F3F_3F3F;
+    let mn_lo = w1 & 0x3F3F_3F3F;
+    let sc_hi = (w2 & 0x0F0F_0F0F) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let mn_hi = ((w2 >> 4) & 0x0F0F_0F0F) | (((w1 >> 6) & 0x0303_0303) << 4);
+    (
+        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
+        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
+    )
+}
+
+/// Adds `scale · Σ w·a` of one 32-element sub-block (unsigned quants `w`, at most 31) to
+/// the four pair accumulators: `acc[k]` holds rows `2k` and `2k + 1` in the
+/// `_mm256_hadd_epi32` layout that [`fold_pairs`] finishes. `a` points at the sub-block's
+/// quants in tile row 0.
+///
+/// # Safety
+/// The 8 tile rows must have 32 readable bytes at `a + t * stride`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sub_block(
+    w: __m256i,
+    scale: __m256i,
+    a: *const u8,
+    stride: usize,
+    acc: &mut [__m256i; 4],
+) {
+    for (k, acc) in acc.iter_mut().enumerate() {
+        // SAFETY: rows 2k and 2k + 1 are among the 8 readable rows (caller).
+        let (a0, a1) = unsafe {
+            (
+                _mm256_loadu_si256(a.add(2 * k * stride).cast()),
+                _mm256_loadu_si256(a.add((2 * k + 1) * stride).cast()),
+            )
+        };
+        // |pair| ≤ 2·31·128 = 7936, two of them stay inside i16.
+        let h = _mm256_hadd_epi16(_mm256_maddubs_epi16(w, a0), _mm256_maddubs_epi16(w, a1));
+        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(h, scale));
+    }
+}
+
+/// Finishes four pair accumulators into one vector of 8 totals (lane `t` = row `t`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fold_pairs(acc: &[__m256i; 4]) -> __m256i {
+    let q0123 = _mm256_hadd_epi32(acc[0], acc[1]);
+    let q4567 = _mm256_hadd_epi32(acc[2], acc[3]);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(q0123, q4567, 0x20),
+        _mm256_permute2x128_si256(q0123, q4567, 0x31),
+    )
+}
+
+/// One Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE = true`, 176-byte blocks)
+/// weight row of `n_blocks` super-blocks at `w` against the tile: `out[t]`.
+///
+/// Per super-block: the integer sums `Σ_j sc_j · Σ w·a` of all 8 rows in one vector (pair
+/// accumulators folded once), the mins term `Σ_j m_j · (bsum_2j + bsum_2j+1)` from the
+/// tile's sub-block sums, then one conversion and FMA for each.
+///
+/// # Safety
+/// `check_q45k_args` must have accepted the tile for `n_blocks` blocks; the row must be
+/// readable at `w`; `out` must hold 8 values.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q45k_row<const FIVE: bool>(
+    w: *const u8,
+    n_blocks: usize,
+    tile: &ActTile<'_>,
+    out: &mut [f32],
+) {
+    let block_bytes = if FIVE { 176 } else { 144 };
+    let qs_offset = if FIVE { 48 } else { 16 };
+    let low4 = _mm256_set1_epi8(0x0F);
+    let stride = tile.row_stride;
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
+    // SAFETY (all reads below): super-block b < n_blocks lies inside the weight row
+    // (caller) and inside every tile row; the tables hold n_blocks * 8 `d` values and
+    // n_blocks * 64 sub-block sums (`check_q45k_args`).
+    unsafe {
+        for b in 0..n_blocks {
+            let wb = w.add(b * block_bytes);
+            let (sc, mn) = q4k_scales_mins(wb.add(4));
+            let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
+            let mut pairs = [_mm256_setzero_si256(); 4];
+            let mut qh = if FIVE {
+                _mm256_loadu_si256(wb.add(16).cast())
+            } else {
+                low4
+            };
+            for c in 0..4 {
+                let q = _mm256_loadu_si256(wb.add(qs_offset + 32 * c).cast());
+                let mut lo = _mm256_and_si256(q, low4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                if FIVE {
+                    // Fifth bits: bit 2c of qh[l] for the low nibbles, 2c + 1 for the high.
+                    let b0 = _mm256_and_si256(qh, _mm256_set1_epi8(1));
+                    let b1 = _mm256_and_si256(qh, _mm256_set1_epi8(2));
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 3));
+                    qh = _mm256_srli_epi16(qh, 2);
+                }
+                let s_lo = _mm256_set1_epi16(((sc >> (16 * c)) & 0xFF) as i16);
+                let s_hi = _mm256_set1_epi16(((sc >> (16 * c + 8)) & 0xFF) as i16);
+                sub_block(lo, s_lo, a.add(64 * c), stride, &mut pairs);
+                sub_block(hi, s_hi, a.add(64 * c + 32), stride, &mut pairs);
+            }
+            let isum = fold_pairs(&pairs);
+            let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
+            let mut msum = _mm256_setzero_si256();
+            for j in 0..SUB_BLOCKS {
+                let s = _mm256_loadu_si256(sums.add(j * GEMM_TILE).cast());
+                let m = _mm256_set1_epi32(((mn >> (8 * j)) & 0xFF) as i32);
+                msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(m, s));
+            }
+            let d_a = _mm256_loadu_ps(tile.d.as_ptr().add(b * GEMM_TILE));
+            let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(wb)), d_a);
+            let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(wb.add(2))), d_a);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
+            acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), dmin, acc_min);
+        }
+    }
+    // SAFETY: `out` holds 8 values (caller).
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc, acc_min)) };
+}
+
+/// Checks the [`crate::dispatch::GemmFn`] contract for `w_rows` rows of Q4_K/Q5_K blocks of
+/// `block_bytes` against a Q8_K tile, and returns (bytes per weight row, blocks per row).
+///
+/// # Panics
+/// On any violation (caller bugs).
+fn check_q45k_args(
+    w: &[u8],
+    w_rows: usize,
+    block_bytes: usize,
+    tile: &ActTile<'_>,
+    out: &[f32],
+) -> (usize, usize) {
+    let (row_bytes, n_blocks) =
+        check_gemm_args(w, w_rows, block_bytes, tile, Q8K_BYTES, (false, false), out);
+    assert!(
+        tile.sums.len() >= n_blocks * SUB_BLOCKS * GEMM_TILE,
+        "tile sub-block sums shorter than {} entries",
+        n_blocks * SUB_BLOCKS * GEMM_TILE
+    );
+    (row_bytes, n_blocks)
+}
+
+/// Defines the safe [`crate::dispatch::GemmFn`] for Q4_K or Q5_K.
+macro_rules! q45k_gemm_fn {
+    ($name:ident, $five:expr, $block_bytes:expr) => {
+        pub(super) fn $name(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
+            let (row_bytes, n_blocks) = check_q45k_args(w, w_rows, $block_bytes, tile, out);
+            for (w_row, out_row) in w
+                .chunks_exact(row_bytes)
+                .zip(out.chunks_exact_mut(GEMM_TILE))
+            {
+                // SAFETY: avx2, fma and f16c were detected before `install` made this
+                // function reachable; every row is `row_bytes` long and `check_q45k_args`
+                // validated the tile; each output chunk holds 8 values.
+                unsafe { q45k_row::<{ $five }>(w_row.as_ptr(), n_blocks, tile, out_row) };
+            }
+        }
+    };
+}
+
+q45k_gemm_fn!(gemm_q4_k, false, 144);
+q45k_gemm_fn!(gemm_q5_k, true, 176);
