@@ -62,6 +62,30 @@ unsafe fn scaled_bsums(scales16: __m256i, a_block: *const u8) -> __m256i {
     _mm256_madd_epi16(scales16, bsums)
 }
 
+/// How far ahead a one-activation-row (decode) kernel prefetches its weight row, which the
+/// matmul walks row after row: past the end of a row this reaches into the next rows.
+/// Measured at 4096x14336 on one thread: 1, 2 and 4 KiB ahead streamed Q6_K ~2x and Q4_K
+/// ~1.3x faster than no software prefetch, 4 KiB best for Q6_K.
+const PREFETCH_BYTES: usize = 4096;
+
+/// Prefetches the `block_bytes` bytes `PREFETCH_BYTES` after the block at `wb` (one
+/// prefetch per cache line; blocks are contiguous, so the lines a block's range leaves
+/// out are covered by the next block's). Only for decode (`N == 1`): a batch rereads the
+/// row from cache for every tile.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prefetch_block<const N: usize>(wb: *const u8, block_bytes: usize) {
+    if N == 1 {
+        let mut off = 0;
+        while off < block_bytes {
+            // Only a hint: the address is never dereferenced (`wrapping_add`), and a
+            // prefetch of an unmapped address does not fault.
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH_BYTES + off).cast());
+            off += 64;
+        }
+    }
+}
+
 /// Final reduction shared by all kernels.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -122,6 +146,7 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * block_bytes);
+            prefetch_block::<N>(wb, block_bytes);
             let d = f16_at(wb);
             let dmin = f16_at(wb.add(2));
             let (sc, mn) = q4k_scales_mins(wb.add(4));
@@ -200,6 +225,7 @@ unsafe fn q6k_rows<const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * BLOCK);
+            prefetch_block::<N>(wb, BLOCK);
             let d = f16_at(wb.add(208));
             let scales = _mm_loadu_si128(wb.add(192).cast());
             let scales16 = _mm256_cvtepi8_epi16(scales);
@@ -308,6 +334,7 @@ unsafe fn q23k_rows<const THREE: bool, const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * block_bytes);
+            prefetch_block::<N>(wb, block_bytes);
             let (d, scales) = if THREE {
                 (f16_at(wb.add(108)), q3k_scales(wb.add(96)))
             } else {
@@ -401,6 +428,7 @@ unsafe fn iq4xs_rows<const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * BLOCK);
+            prefetch_block::<N>(wb, BLOCK);
             let d = f16_at(wb);
             let scales_h = u32::from(wb.add(2).cast::<u16>().read_unaligned());
             let scales_l = wb.add(4).cast::<u32>().read_unaligned();

@@ -97,6 +97,11 @@ struct Scales {
     s_offset: usize,
 }
 
+/// How far ahead (at least) decode prefetches the weight rows. Measured on the Gemma3-270M
+/// output matrix shape (262144x640 Q8_0): prefetching 5-40 KiB ahead streamed ~1.4x faster
+/// than no software prefetch; the differences inside that range were below the noise.
+const PREFETCH_BYTES: usize = 4096;
+
 /// Lanes of one kernel step: `R` weight rows times `N` activation rows, lane `m * N + t`.
 const LANES: usize = 8;
 
@@ -520,8 +525,15 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
     out: &mut [f32],
 ) {
     let row_bytes = n_blocks * weight_block_bytes(KIND);
-    // Decode (one activation row) streams the weights: prefetch the next step's rows.
-    let prefetch = if N == 1 { R * row_bytes } else { 0 };
+    // Decode (one activation row) streams the weights from memory: prefetch the rows of a
+    // later step, at least `PREFETCH_BYTES` ahead (a whole number of steps, so a row's
+    // prefetches land on the same row of that step, block by block).
+    let step_bytes = R * row_bytes;
+    let prefetch = if N == 1 {
+        step_bytes * PREFETCH_BYTES.div_ceil(step_bytes).max(1)
+    } else {
+        0
+    };
     let mut m0 = 0;
     while m0 < w_rows {
         let offsets: [usize; R] = std::array::from_fn(|m| (m0 + m).min(w_rows - 1) * row_bytes);
