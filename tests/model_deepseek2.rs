@@ -11,6 +11,7 @@ use std::process::Command;
 
 use model_common::*;
 use openweight::gguf::Value;
+use openweight::model::attention::TILED_MIN_TOKENS;
 use openweight::model::{LogitsMode, Model, ModelError, Session};
 
 macro_rules! synthetic_deepseek2 {
@@ -75,22 +76,42 @@ synthetic_deepseek2!(deepseek2_f32, "deepseek2-f32");
 f32_logits_within_dense_bounds!(deepseek2_lite_f32_dense, "deepseek2-lite-f32");
 f32_logits_within_dense_bounds!(deepseek2_f32_dense, "deepseek2-f32");
 
-/// `deepseek2-q4_k_m` (sigmoid routing with a selection bias and weights scaled by 2.5) is
-/// the one synthetic file where we are short of the README's mixture-of-experts bounds:
-/// measured top-1 0.978 (5 misses of 224 judged positions) and mean KL 3.55e-3, against
-/// 0.98 and 3e-3. Its routing is razor-thin (about 10 of 508 token-layer selections have
-/// a second-to-third score margin below 1e-3, the smallest 3e-5), the same positions miss
-/// with an F16 or an F32 cache, and the F32 file of the same model matches at every
-/// position, so the semantics are right and a routing flip on numerical noise is left.
-/// These tests hold the measured level so a regression shows; the README bound itself is
-/// the ignored test below.
+/// `deepseek2-q4_k_m` (sigmoid routing with a selection bias and weights scaled by 2.5) in
+/// batch meets the README's mixture-of-experts bounds (measured: top-1 0.987-0.991, mean KL
+/// 1.5e-3 to 1.7e-3, depending on the matmul kernels' summation order). Token by token it is
+/// held to a looser measured level (top-1 0.978-0.982, mean KL 2.3e-3 to 3.6e-3) for a reason
+/// in the golden data: the reference computed its batch logits of the 92-token prompt
+/// (prompt 3) with its tiled flash-attention path (f32 query, f32 value sums, taken from 64
+/// queries up), while decoding one token at a time takes its other path (F16 query, F16
+/// value sums), as ours does; that prompt's decode-only misses are routing choices flipped
+/// by that rounding. The misses shared with the batch (prompt 1, positions 25 and 42) are
+/// routing flips too: layer 1 picks a different second expert at token 25 (and 33), which
+/// moves every later position. Our inputs to them differ from the reference's by an f32 ulp
+/// or two (the quantized matmuls add their block products in another order); such a
+/// difference flips an F16 rounding of a cached key or of the latent value sum now and then
+/// (in layer 0 first at token 21), then the Q8 rounding of the next matmul's input, and
+/// layer 1's router sees sigmoids up to 5e-3 away from the reference's.
 mod deepseek2_q4_k_m {
     use super::*;
 
-    fn check_measured(what: &str, a: &Agreement) {
+    #[test]
+    fn batch_logits_match_the_reference() {
+        let m = synthetic_model("deepseek2-q4_k_m");
+        Class::Quantized.check(
+            "deepseek2-q4_k_m batch",
+            &batch_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
+        );
+    }
+
+    #[test]
+    fn token_by_token_decode_matches_the_reference_within_measured_bounds() {
+        let what = "deepseek2-q4_k_m incremental";
+        let m = synthetic_model("deepseek2-q4_k_m");
+        let a = incremental_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m"));
         eprintln!(
             "WARNING {what}: held to measured bounds (top-1 >= 0.97, mean KL <= 4e-3), \
-             looser than the README's 0.98 / 3e-3; see the module comment"
+             looser than the README's 0.98 / 3e-3: the golden batch logits of prompt 3 come \
+             from the reference's tiled batch path, decode from its F16 path (module comment)"
         );
         eprintln!(
             "{what}: {} positions, {} near ties, top-1 rate {:.4} (misses {:?}), mean KL {:.2e}",
@@ -109,34 +130,6 @@ mod deepseek2_q4_k_m {
     }
 
     #[test]
-    fn batch_logits_match_the_reference_within_measured_bounds() {
-        let m = synthetic_model("deepseek2-q4_k_m");
-        check_measured(
-            "deepseek2-q4_k_m batch",
-            &batch_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
-        );
-    }
-
-    #[test]
-    fn token_by_token_decode_matches_the_reference_within_measured_bounds() {
-        let m = synthetic_model("deepseek2-q4_k_m");
-        check_measured(
-            "deepseek2-q4_k_m incremental",
-            &incremental_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
-        );
-    }
-
-    #[test]
-    #[ignore = "deepseek2-q4_k_m is at top-1 0.978 / mean KL 3.55e-3, short of the README's 0.98 / 3e-3 (routing flips at sub-1e-3 margins)"]
-    fn batch_logits_match_the_reference_within_the_readme_bounds() {
-        let m = synthetic_model("deepseek2-q4_k_m");
-        Class::Quantized.check(
-            "deepseek2-q4_k_m batch",
-            &batch_agreement(&m, &synthetic_prompts("deepseek2-q4_k_m")),
-        );
-    }
-
-    #[test]
     fn greedy_continuation_matches_the_reference_up_to_a_near_tie_or_routing_flip() {
         check_moe_greedy(&synthetic_model("deepseek2-q4_k_m"), "deepseek2-q4_k_m");
     }
@@ -147,23 +140,80 @@ mod deepseek2_q4_k_m {
     }
 }
 
-/// Batch logits of 100 tokens against the same tokens decoded one at a time.
+/// Chunks of this many tokens stay below the reference's flash-attention tile
+/// ([`TILED_MIN_TOKENS`]), so a chunked prefill takes the same attention path as decode.
+const SUB_TILE_CHUNK: usize = 32;
+
+/// Logits of `ids` evaluated in chunks of `chunk` tokens (all positions).
+fn chunked_logits(m: &Model, ids: &[u32], chunk: usize) -> Vec<f32> {
+    let mut s = session(m, ids.len());
+    let mut all = Vec::new();
+    for part in ids.chunks(chunk) {
+        all.extend_from_slice(s.eval(part, LogitsMode::All).expect("eval"));
+    }
+    all
+}
+
+/// Largest `|a - b| / max(1, |b|)` over two logit arrays.
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64 / (y.abs() as f64).max(1.0))
+        .fold(0.0, f64::max)
+}
+
+/// 100 tokens prefilled in chunks below the tile, against the same tokens decoded one at a
+/// time: the same attention path, so the same logits up to the matmul kernels' batching.
 fn prefill_matches_decode(name: &str) {
     let m = synthetic_model(name);
     let ids: Vec<u32> = (0..100).map(|i| 3 + (i * 53) % 500).collect();
     let n_vocab = m.config().n_vocab;
-    let mut batch = session(&m, ids.len());
-    let all = batch.eval(&ids, LogitsMode::All).expect("batch").to_vec();
+    let all = chunked_logits(&m, &ids, SUB_TILE_CHUNK);
     let mut step: Session<'_> = session(&m, ids.len());
     let mut worst = 0f64;
     for (t, &id) in ids.iter().enumerate() {
         let row = step.eval(&[id], LogitsMode::Last).expect("decode");
-        for (a, b) in row.iter().zip(&all[t * n_vocab..(t + 1) * n_vocab]) {
-            worst = worst.max((a - b).abs() as f64 / (b.abs() as f64).max(1.0));
+        worst = worst.max(max_rel_diff(row, &all[t * n_vocab..(t + 1) * n_vocab]));
+    }
+    eprintln!(
+        "{name} prefill in chunks of {SUB_TILE_CHUNK} vs decode, 100 tokens: max relative difference {worst:.2e}"
+    );
+    assert!(worst < 1e-3, "{name}: prefill and decode differ by {worst}");
+}
+
+/// A batch of [`TILED_MIN_TOKENS`] or more keeps the query and the latent value sums in f32
+/// (the reference's tiled path): on the F32 model its logits differ from a prefill in
+/// sub-tile chunks (F16 query and value sums) by F16 rounding only, which moves no top-1
+/// token away from a near tie.
+#[test]
+fn a_batch_of_a_full_tile_keeps_the_query_and_value_sums_in_f32() {
+    let m = synthetic_model("deepseek2-f32");
+    let n_vocab = m.config().n_vocab;
+    let ids: Vec<u32> = (0..TILED_MIN_TOKENS as u32 + 36)
+        .map(|i| 3 + (i * 53) % 500)
+        .collect();
+    let tiled = chunked_logits(&m, &ids, ids.len());
+    let sub_tile = chunked_logits(&m, &ids, SUB_TILE_CHUNK);
+    let diff = max_rel_diff(&tiled, &sub_tile);
+    eprintln!(
+        "deepseek2-f32 full-tile batch vs sub-tile chunks: max relative difference {diff:.2e}"
+    );
+    assert!(
+        diff > 0.0,
+        "a full-tile batch should not round like the sub-tile path"
+    );
+    assert!(
+        diff < 5e-3,
+        "paths differ by more than F16 rounding: {diff}"
+    );
+    let top = |row: &[f32]| top2(row).0;
+    for t in 0..ids.len() {
+        let r = t * n_vocab..(t + 1) * n_vocab;
+        let (_, t1, t2) = top2(&sub_tile[r.clone()]);
+        if !is_near_tie(t1, t2) {
+            assert_eq!(top(&tiled[r.clone()]), top(&sub_tile[r]), "position {t}");
         }
     }
-    eprintln!("{name} batch vs decode, 100 tokens: max relative difference {worst:.2e}");
-    assert!(worst < 1e-3, "{name}: batch and decode differ by {worst}");
 }
 
 #[test]

@@ -14,6 +14,14 @@
 //! latent) is up-projected by its `W_vb` afterwards. The attention scale is
 //! `1 / sqrt(head_dim_qk)` (times YaRN's squared magnitude correction, see
 //! [`super::config`]).
+//!
+//! Rounding follows the reference's flash attention over an F16 cache, because near-tied
+//! expert routing downstream turns its rounding differences into different experts: a
+//! batch below [`TILED_MIN_TOKENS`](super::attention::TILED_MIN_TOKENS) queries (and
+//! decode) rounds the absorbed query to F16 and sums the latent values in F16, a larger
+//! batch keeps both in f32 as the reference's tiled path does. The per-head projections
+//! (`attn_k_b`, `attn_v_b`) go through the kernels' matmul, so their inputs are quantized
+//! to the weight's activation type, as in the reference.
 
 use openweight_kernels::matmul::{matmul, MatmulScratch};
 
