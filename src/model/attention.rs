@@ -242,21 +242,27 @@ impl Task<'_> {
             unsafe { self.run_avx2(bufs, out) };
             return;
         }
-        self.run_portable(bufs, out)
+        self.run_portable(bufs, out, PortableDot)
     }
 
-    /// [`Task::run`] compiled for AVX2: the same code (`run_portable` and `dot` are inlined
-    /// into it), vectorised 8 floats wide instead of 4. Rust never contracts `a * b + c`
-    /// into an FMA, so the results are bit for bit those of the portable build.
+    /// [`Task::run`] compiled for AVX2: the same code (`run_portable` is inlined into it),
+    /// vectorised 8 floats wide instead of 4, with the q.k products in explicit AVX2 that
+    /// adds in the same order as [`PortableDot`]. Rust never contracts `a * b + c` into an
+    /// FMA, so the results are bit for bit those of the portable build.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(&self, bufs: &mut TaskBufs, out: &mut [f32]) {
-        self.run_portable(bufs, out)
+        // SAFETY: this function's contract is that the CPU has AVX2.
+        let dot = unsafe { Avx2Dot::new() };
+        self.run_portable(bufs, out, dot)
     }
 
     /// The body of [`Task::run`], for whatever instruction set the caller is compiled for.
     #[inline(always)]
-    fn run_portable(&self, bufs: &mut TaskBufs, out: &mut [f32]) {
+    fn run_portable(&self, bufs: &mut TaskBufs, out: &mut [f32], dot: impl Dot) {
         let (dk, dv) = (self.p.head_dim_k, self.p.head_dim_v);
         let rows = Q_BLOCK * self.group;
         let n_rows = self.n_q_tokens * self.group;
@@ -307,7 +313,7 @@ impl Task<'_> {
                         .chunks_exact(dk)
                         .zip(v[(lo - j0) * v_stride..(hi - j0) * v_stride].chunks_exact(v_stride))
                     {
-                        let sj = dot(q_row, k_row) * self.p.scale;
+                        let sj = dot.dot(q_row, k_row) * self.p.scale;
                         let (ms, vs) = if sj > max[r] {
                             let ms = (max[r] - sj).exp();
                             max[r] = sj;
@@ -327,11 +333,20 @@ impl Task<'_> {
                 }
                 let s = &mut scores[..hi - lo];
                 let mut chunk_max = f32::NEG_INFINITY;
-                for (sj, k_row) in s
-                    .iter_mut()
-                    .zip(k[(lo - j0) * dk..(hi - j0) * dk].chunks_exact(dk))
-                {
-                    *sj = dot(q_row, k_row) * self.p.scale;
+                let ks = &k[(lo - j0) * dk..(hi - j0) * dk];
+                // Four keys per call: four independent sums, each added as `dot` adds.
+                let mut quads = s.chunks_exact_mut(4).zip(ks.chunks_exact(4 * dk));
+                for (s4, k4) in quads.by_ref() {
+                    let (k01, k23) = k4.split_at(2 * dk);
+                    let rows = [&k01[..dk], &k01[dk..], &k23[..dk], &k23[dk..]];
+                    for (sj, d) in s4.iter_mut().zip(dot.dot4(q_row, rows)) {
+                        *sj = d * self.p.scale;
+                        chunk_max = chunk_max.max(*sj);
+                    }
+                }
+                let done = s.len() / 4 * 4;
+                for (sj, k_row) in s[done..].iter_mut().zip(ks[done * dk..].chunks_exact(dk)) {
+                    *sj = dot.dot(q_row, k_row) * self.p.scale;
                     chunk_max = chunk_max.max(*sj);
                 }
                 if chunk_max > max[r] {
@@ -343,14 +358,29 @@ impl Task<'_> {
                     max[r] = chunk_max;
                 }
                 let m = max[r];
-                for (&sj, v_row) in s
-                    .iter()
-                    .zip(v[(lo - j0) * v_stride..(hi - j0) * v_stride].chunks_exact(v_stride))
-                {
-                    let v_row = &v_row[..dv];
+                let vs = &v[(lo - j0) * v_stride..(hi - j0) * v_stride];
+                // Four keys per pass over the accumulator row (it stays in registers for
+                // them instead of being loaded and stored once per key); each element still
+                // adds the keys one after another, in key order.
+                let mut quads = s.chunks_exact(4).zip(vs.chunks_exact(4 * v_stride));
+                for (s4, v4) in quads.by_ref() {
+                    let w = [s4[0], s4[1], s4[2], s4[3]].map(|sj| (sj - m).exp());
+                    sum[r] = sum[r] + w[0] + w[1] + w[2] + w[3];
+                    let (v0, v1, v2, v3) = (
+                        &v4[..dv],
+                        &v4[v_stride..v_stride + dv],
+                        &v4[2 * v_stride..2 * v_stride + dv],
+                        &v4[3 * v_stride..3 * v_stride + dv],
+                    );
+                    for (i, o) in acc.iter_mut().enumerate() {
+                        *o = *o + w[0] * v0[i] + w[1] * v1[i] + w[2] * v2[i] + w[3] * v3[i];
+                    }
+                }
+                let done = s.len() / 4 * 4;
+                for (&sj, v_row) in s[done..].iter().zip(vs[done * v_stride..].chunks(v_stride)) {
                     let w = (sj - m).exp();
                     sum[r] += w;
-                    for (o, &x) in acc.iter_mut().zip(v_row) {
+                    for (o, &x) in acc.iter_mut().zip(&v_row[..dv]) {
                         *o += w * x;
                     }
                 }
@@ -372,26 +402,162 @@ fn rows_f32<'a>(rows: KvRows<'a>, range: std::ops::Range<usize>, buf: &'a mut [f
     }
 }
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent partial sums let the compiler vectorise.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += ca[i] * cb[i];
+/// q.k dot products. Every implementation adds exactly as [`PortableDot::dot`] does: eight
+/// partial sums (`lane i` takes elements `i, i + 8, ...`, each product rounded, then added),
+/// the lanes summed left to right, then the last `len % 8` products one by one. Results on
+/// some models are sensitive to this order (Gemma 3's greedy continuations against the
+/// reference change with it), so faster variants keep it and gain by computing several keys
+/// at once instead.
+trait Dot: Copy {
+    /// `sum(a[i] * b[i])` over `a.len()` elements (`b` at least as long).
+    fn dot(self, a: &[f32], b: &[f32]) -> f32;
+    /// [`Dot::dot`] of `a` with each of four rows.
+    fn dot4(self, a: &[f32], b: [&[f32]; 4]) -> [f32; 4];
+}
+
+/// [`Dot`] in plain Rust (the compiler vectorises it for whatever target it builds for).
+#[derive(Clone, Copy)]
+struct PortableDot;
+
+impl Dot for PortableDot {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        let chunks = a.len() / 8 * 8;
+        for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+            for i in 0..8 {
+                acc[i] += ca[i] * cb[i];
+            }
         }
+        let mut s: f32 = acc.iter().sum();
+        for i in chunks..a.len() {
+            s += a[i] * b[i];
+        }
+        s
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks..a.len() {
-        s += a[i] * b[i];
+
+    #[inline(always)]
+    fn dot4(self, a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+        b.map(|row| self.dot(a, row))
     }
-    s
+}
+
+/// [`Dot`] with AVX2 intrinsics for [`Dot::dot4`]: four accumulators, one per key, so the
+/// additions of one key do not wait on each other's latency (a single key's chain of
+/// dependent adds is what limited the portable loop). A value of this type exists only
+/// where AVX2 was detected.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx2Dot(());
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2Dot {
+    /// # Safety
+    /// The CPU must support AVX2.
+    unsafe fn new() -> Avx2Dot {
+        Avx2Dot(())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Dot for Avx2Dot {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        PortableDot.dot(a, b)
+    }
+
+    #[inline(always)]
+    fn dot4(self, a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+        // SAFETY: an `Avx2Dot` is only made by `Avx2Dot::new`, whose callers guarantee AVX2.
+        unsafe { dot4_avx2(a, b) }
+    }
+}
+
+/// [`Dot::dot4`] for AVX2, adding exactly as [`PortableDot::dot`] does for each row.
+///
+/// # Safety
+/// The CPU must support AVX2. (Every row must hold at least `a.len()` elements: checked.)
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot4_avx2(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let n = a.len();
+    let b = b.map(|row| &row[..n]);
+    let chunks = n / 8 * 8;
+    let pa = a.as_ptr();
+    let pb = b.map(|row| row.as_ptr());
+    // SAFETY: every load reads 8 floats at an offset i with i + 8 <= chunks <= n, and `a`
+    // and every row of `b` hold n floats.
+    let lanes = unsafe {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i < chunks {
+            let x = _mm256_loadu_ps(pa.add(i));
+            for (acc_j, pb_j) in acc.iter_mut().zip(pb) {
+                let p = _mm256_mul_ps(x, _mm256_loadu_ps(pb_j.add(i)));
+                *acc_j = _mm256_add_ps(*acc_j, p);
+            }
+            i += 8;
+        }
+        acc.map(|v| {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            lanes
+        })
+    };
+    let mut out = [0f32; 4];
+    for ((o, lanes_j), row) in out.iter_mut().zip(&lanes).zip(b) {
+        let mut s: f32 = lanes_j.iter().sum();
+        for i in chunks..n {
+            s += a[i] * row[i];
+        }
+        *o = s;
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_dot4_adds_in_the_portable_order_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("SKIPPED: this CPU has no AVX2; the AVX2 dot cannot run");
+            return;
+        }
+        // SAFETY: AVX2 was just detected.
+        let avx2 = unsafe { Avx2Dot::new() };
+        for n in [0, 1, 7, 8, 9, 31, 32, 33, 64, 72, 96, 100, 128, 256, 257] {
+            // Mixed magnitudes and signs, so a different summation order changes the bits.
+            let a: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-2)
+                .collect();
+            let rows: Vec<Vec<f32>> = (0..4)
+                .map(|j| {
+                    (0..n)
+                        .map(|i| ((i * 53 % 97 + j) as f32 - 48.0) * 10f32.powi(i as i32 % 5 - 2))
+                        .collect()
+                })
+                .collect();
+            let b = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let (p, v) = (PortableDot.dot4(&a, b), avx2.dot4(&a, b));
+            for j in 0..4 {
+                assert_eq!(
+                    p[j].to_bits(),
+                    v[j].to_bits(),
+                    "n = {n}, row {j}: {p:?} vs {v:?}"
+                );
+                // f32 summation error is bounded relative to the sum of |products|.
+                let products = a.iter().zip(b[j]).map(|(&x, &y)| x as f64 * y as f64);
+                let (exact, size) = products.fold((0.0, 0.0), |(s, m), p| (s + p, m + p.abs()));
+                let err = (p[j] as f64 - exact).abs();
+                assert!(err <= 1e-5 * size, "n = {n}: {} vs {exact}", p[j]);
+            }
+        }
+    }
 
     fn pool() -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
