@@ -62,7 +62,9 @@ pub struct ActTile<'a> {
     pub d: &'a [f32],
     /// Q8_1 only (else may be empty): the blocks' `s` as f32, block-major.
     pub s: &'a [f32],
-    /// Q8_0 only (else may be empty): the exact sum of each block's 32 quants, block-major.
+    /// Q8_0: the exact sum of each block's 32 quants, block-major. Q8_K: per block and
+    /// 32-element sub-block `j`, its two 16-element block sums packed as i16 pairs
+    /// (`matmul::tile_tables` documents the layout). Q8_1: may be empty.
     pub sums: &'a [i32],
 }
 

@@ -478,8 +478,9 @@ pub fn tile_table_lens(act: GgmlType, n_blocks: usize) -> (usize, usize, usize) 
 /// [`GEMM_TILE`] quantized activation rows of `n_blocks` Q8_0, Q8_1 or Q8_K blocks,
 /// `stride` bytes apart in `rows`: `d[b * GEMM_TILE + t]` is block `b`'s `d` of row `t`;
 /// for Q8_1, `s` gets the blocks' `s` the same way; for Q8_0, `sums` gets the exact sum of
-/// the block's 32 quants; for Q8_K, `sums[(b * 8 + j) * GEMM_TILE + t]` gets the sum of
-/// the block sums `2j` and `2j + 1` (the 32 quants of sub-block `j`). The tables have the
+/// the block's 32 quants; for Q8_K, `sums[(b * 8 + j) * GEMM_TILE + t]` gets the block
+/// sums `2j` (low 16 bits) and `2j + 1` (high 16 bits) packed as two i16, ready for
+/// `madd` with a pair of 16-bit weights (the sums are at most 16 · 128). The tables have the
 /// lengths [`tile_table_lens`] gives; an unused one may be empty.
 ///
 /// # Panics
@@ -500,14 +501,15 @@ pub fn tile_tables(
         other => panic!("{other} activations have no GEMM tile tables"),
     };
     if act == GgmlType::Q8_K {
-        let i16_at = |b: &[u8], at: usize| i32::from(i16::from_le_bytes([b[at], b[at + 1]]));
+        let pair_at =
+            |b: &[u8], at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         for t in 0..GEMM_TILE {
             let row = &rows[t * stride..t * stride + n_blocks * bb];
             for (b, block) in row.chunks_exact(bb).enumerate() {
                 d[b * GEMM_TILE + t] = f32::from_le_bytes([block[0], block[1], block[2], block[3]]);
                 for j in 0..8 {
                     let at = 260 + 4 * j;
-                    sums[(b * 8 + j) * GEMM_TILE + t] = i16_at(block, at) + i16_at(block, at + 2);
+                    sums[(b * 8 + j) * GEMM_TILE + t] = pair_at(block, at);
                 }
             }
         }
