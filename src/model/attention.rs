@@ -530,7 +530,7 @@ mod tests {
         }
         // SAFETY: AVX2 was just detected.
         let avx2 = unsafe { Avx2Dot::new() };
-        for n in [0, 1, 7, 8, 9, 31, 32, 33, 64, 72, 96, 100, 128, 256, 257] {
+        for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 64, 72, 96, 100, 128, 256, 257] {
             // Mixed magnitudes and signs, so a different summation order changes the bits.
             let a: Vec<f32> = (0..n)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-2)
