@@ -13,6 +13,10 @@
 //!    per tile, not once per activation row. Kernel sets with a [`ScaledDotFn`] for the
 //!    type (AVX2, Q8_0/Q8_1-paired weights) get up to `SCALED_ROWS` weight rows per call
 //!    and the activation scales as an f32 table built once per matmul ([`scale_rows`]).
+//!    Kernel sets with a [`GemmFn`] for the type (AVX2: the 32-element formats, Q4_K, Q5_K)
+//!    use it for every full tile of [`GEMM_TILE`] activation rows instead, with per-tile
+//!    block-major tables of activation scales and block sums built once per matmul
+//!    ([`tile_tables`]); a last partial tile goes through the kernels above.
 //!    Results go straight into `y` (token-major), each job writing only its own rectangle
 //!    of it.
 //!
@@ -22,11 +26,12 @@
 //! Small matrices (decode runs ~7 matmuls per layer, some tiny) and one-thread pools skip
 //! the pool entirely: waking it would cost more than the work.
 //!
-//! Tiles always start at multiples of [`MAX_ACT_ROWS`], whatever the job split, so the result
-//! never depends on the thread count. It equals one-row (GEMV) results bit for bit when
-//! the dot kernel gives each activation row of a multi-row call the value it gives it
-//! alone (the scalar and AVX2 kernels do; `kernels/tests/matmul_props.rs` checks it
-//! bitwise for the scalar set and up to f32 summation order for the best set).
+//! Tiles always start at multiples of [`MAX_ACT_ROWS`] (= [`GEMM_TILE`]), whatever the job
+//! split, so the result never depends on the thread count. It equals one-row (GEMV)
+//! results bit for bit when the kernel gives each activation row of a multi-row call the
+//! value it gives it alone (the scalar kernels do); the AVX2 GEMM tiles sum in another
+//! f32 order than the one-row kernels (`kernels/tests/matmul_props.rs` checks it bitwise
+//! for the scalar set and up to f32 summation order for the best set).
 
 use std::marker::PhantomData;
 use std::ops::Range;

@@ -567,7 +567,7 @@ fn matrices_with_different_activation_formats_or_widths_do_not_fuse() {
 // dot kernel row by row.
 
 /// Weight types with AVX2 GEMM tile kernels.
-const TILE_TYPES: [GgmlType; 9] = [
+const TILE_TYPES: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -576,7 +576,6 @@ const TILE_TYPES: [GgmlType; 9] = [
     GgmlType::IQ4_NL,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
-    GgmlType::Q6_K,
 ];
 
 /// How the weight blocks of a tile case are filled.

@@ -1,5 +1,6 @@
-//! AVX2 GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats: Q4_0, Q5_0,
-//! Q8_0 and IQ4_NL against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
+//! AVX2 GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats (Q4_0, Q5_0,
+//! Q8_0 and IQ4_NL against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations) and
+//! for Q4_K and Q5_K against Q8_K activations.
 //!
 //! A tile is [`GEMM_TILE`] (8) activation rows; each weight block meets the 8 activation
 //! blocks of the same column range. The 8 integer dot products (one per activation row)
@@ -21,7 +22,14 @@
 //! 32·128·128 < 2^31.
 //!
 //! `MW` weight rows are processed together so each activation vector loaded from L1 feeds
-//! `MW` products.
+//! `MW` products (2 measured best among 1, 2 and 4).
+//!
+//! Q4_K/Q5_K keep the same idea per super-block: each sub-block's `maddubs` results of two
+//! activation rows are added in i16, multiplied by the sub-block scale with `madd` and
+//! accumulated in four pair accumulators; one fold per super-block gives the 8 rows' exact
+//! `Σ scale · Σ w·a`, then one conversion and FMA (and one more for the mins term, from the
+//! tile's block sums). A Q6_K tile built the same way measured no faster than the one-row
+//! kernel (`kquants.rs`), so Q6_K keeps that.
 
 use std::arch::x86_64::*;
 
@@ -507,7 +515,7 @@ unsafe fn q45k_row<const FIVE: bool>(
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(acc, acc_min)) };
 }
 
-/// Checks the [`crate::dispatch::GemmFn`] contract for `w_rows` rows of K-quant blocks of
+/// Checks the [`crate::dispatch::GemmFn`] contract for `w_rows` rows of Q4_K/Q5_K blocks of
 /// `block_bytes` against a Q8_K tile, and returns (bytes per weight row, blocks per row).
 ///
 /// # Panics
@@ -549,101 +557,3 @@ macro_rules! q45k_gemm_fn {
 
 q45k_gemm_fn!(gemm_q4_k, false, 144);
 q45k_gemm_fn!(gemm_q5_k, true, 176);
-
-// ---------------------------------------------------------------------------------------
-// Q6_K against Q8_K activations
-
-/// Bytes of one Q6_K block: ql (128), qh (64), 16 i8 scales, d (f16).
-const Q6K_BYTES: usize = 210;
-
-/// One Q6_K weight row of `n_blocks` super-blocks at `w` against the tile: `out[t]`.
-///
-/// The quants are kept unsigned (0..=63): `Σ_k sc_k · Σ q·a` over the 16 groups of 16 in
-/// pair accumulators (each 128-bit lane of a 32-element group has one scale, so the
-/// `hadd_epi16` of two rows keeps the scales aligned), minus `32 · Σ_k sc_k · bsum_k`
-/// from the tile's packed block sums; one conversion and FMA per super-block.
-/// Bound: a `maddubs` pair is at most 2·63·128 = 16128, two of them 32256 < 2^15.
-///
-/// # Safety
-/// `check_gemm_args` and the sums check of `gemm_q6_k` must have accepted the tile for
-/// `n_blocks` blocks; the row must be readable at `w`; `out` must hold 8 values.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_row(w: *const u8, n_blocks: usize, tile: &ActTile<'_>, out: &mut [f32]) {
-    let low4 = _mm256_set1_epi8(0x0F);
-    let bits45 = _mm256_set1_epi8(0x30);
-    let stride = tile.row_stride;
-    let mut acc = _mm256_setzero_ps();
-    // SAFETY (all reads below): super-block b < n_blocks lies inside the weight row
-    // (caller) and inside every tile row; the tables hold n_blocks * 8 `d` values and
-    // n_blocks * 64 packed sums.
-    unsafe {
-        for b in 0..n_blocks {
-            let wb = w.add(b * Q6K_BYTES);
-            let scales = _mm_loadu_si128(wb.add(192).cast());
-            let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
-            let mut pairs = [_mm256_setzero_si256(); 4];
-            for h in 0..2 {
-                let ql0 = _mm256_loadu_si256(wb.add(64 * h).cast());
-                let ql1 = _mm256_loadu_si256(wb.add(64 * h + 32).cast());
-                let qh = _mm256_loadu_si256(wb.add(128 + 32 * h).cast());
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, low4),
-                        _mm256_and_si256(_mm256_slli_epi16(qh, 4), bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, low4),
-                        _mm256_and_si256(_mm256_slli_epi16(qh, 2), bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                        _mm256_and_si256(qh, bits45),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), bits45),
-                    ),
-                ];
-                for (j, &qj) in q.iter().enumerate() {
-                    let g = 4 * h + j;
-                    // Scale 2g for the low 128-bit lane (elements 0..16), 2g + 1 for the high.
-                    let lo = (2 * g as i64) * 0x0101_0101_0101_0101;
-                    let hi = (2 * g as i64 + 1) * 0x0101_0101_0101_0101;
-                    let s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi, lo)));
-                    sub_block(qj, s, a.add(32 * g), stride, &mut pairs);
-                }
-            }
-            let isum = fold_pairs(&pairs);
-            // 32 · Σ_k sc_k · bsum_k, with the 16 scales as 8 packed i16 pairs.
-            let sc = _mm256_cvtepi8_epi16(scales);
-            let mut sc_pairs = [0i32; 8];
-            _mm256_storeu_si256(sc_pairs.as_mut_ptr().cast(), sc);
-            let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
-            let mut offset = _mm256_setzero_si256();
-            for (j, &pair) in sc_pairs.iter().enumerate() {
-                let s = _mm256_loadu_si256(sums.add(j * GEMM_TILE).cast());
-                offset = _mm256_add_epi32(offset, _mm256_madd_epi16(_mm256_set1_epi32(pair), s));
-            }
-            let isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(offset, 5));
-            let d_a = _mm256_loadu_ps(tile.d.as_ptr().add(b * GEMM_TILE));
-            let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(wb.add(208))), d_a);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc);
-        }
-    }
-    // SAFETY: `out` holds 8 values (caller).
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
-}
-
-/// The [`crate::dispatch::GemmFn`] for Q6_K.
-pub(super) fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
-    let (row_bytes, n_blocks) = check_q45k_args(w, w_rows, Q6K_BYTES, tile, out);
-    for (w_row, out_row) in w
-        .chunks_exact(row_bytes)
-        .zip(out.chunks_exact_mut(GEMM_TILE))
-    {
-        // SAFETY: avx2, fma and f16c were detected before `install` made this function
-        // reachable; every row is `row_bytes` long and `check_q45k_args` validated the tile
-        // (including its packed sums); each output chunk holds 8 values.
-        unsafe { q6k_row(w_row.as_ptr(), n_blocks, tile, out_row) };
-    }
-}
