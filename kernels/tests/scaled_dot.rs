@@ -3,13 +3,14 @@
 //! of the blocks' f16 fields. The table carries the same values, so for every weight type
 //! and every activation-row count (and any number of weight rows per call) they must give
 //! exactly the plain dot kernel's results, one weight row at a time,
-//! which `simd_matches_scalar.rs` ties to the scalar reference.
+//! which `simd_matches_scalar.rs` ties to the scalar reference. With one activation row
+//! (decode) they must also give exactly what the GEMM tile kernel gives each of its rows.
 
 use std::io::Write;
 
 use half::f16;
-use openweight_kernels::dispatch::{self, MAX_ACT_ROWS};
-use openweight_kernels::matmul::scale_rows;
+use openweight_kernels::dispatch::{self, ActTile, GEMM_TILE, MAX_ACT_ROWS};
+use openweight_kernels::matmul::{scale_rows, tile_table_lens, tile_tables};
 use openweight_kernels::{format, GgmlType};
 use proptest::prelude::*;
 
@@ -117,6 +118,77 @@ proptest! {
                     r,
                     g,
                     want[r]
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Decode (the scaled kernel with one activation row) computes every weight row as the
+    /// GEMM tile kernel computes each of its activation rows: same exact block sums, same
+    /// f32 operations in the same order. So a prompt (batch) and token-by-token decode give
+    /// the same logits bit for bit for these types.
+    #[test]
+    fn decode_equals_the_gemm_tile_bitwise(
+        ty_index in 0..TYPES.len(),
+        n_blocks in 1usize..=24,
+        w_rows in 1usize..=19,
+        seed in any::<u64>(),
+    ) {
+        let ty = TYPES[ty_index];
+        let set = dispatch::best();
+        let (Some(scaled), Some(gemm)) = (set.scaled_dot(ty), set.gemm(ty)) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED decode == GEMM tile check for {ty}: the {} set lacks a scaled or a \
+                 GEMM tile kernel for it",
+                set.name()
+            );
+            return Ok(());
+        };
+        let af = format(format(ty).vec_dot_type);
+        let cols = n_blocks * 32;
+        let w = weights(ty, n_blocks * w_rows, seed);
+        let row_bytes = af.row_bytes(cols);
+        let stride = row_bytes + 32;
+        let mut acts = vec![0u8; GEMM_TILE * stride];
+        let quantize = set.quantize(af.ty).expect("quantizer");
+        let mut seed_x = seed.rotate_left(29) | 1;
+        for t in 0..GEMM_TILE {
+            let x: Vec<f32> = (0..cols)
+                .map(|_| {
+                    seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect();
+            quantize(&x, &mut acts[t * stride..t * stride + row_bytes]);
+        }
+        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
+        let (mut d, mut s, mut sums) = (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
+        tile_tables(af.ty, &acts, stride, n_blocks, &mut d, &mut s, &mut sums);
+        let tile = ActTile { quants: &acts, row_stride: stride, d: &d, s: &s, sums: &sums };
+        let mut batch = vec![f32::NAN; w_rows * GEMM_TILE];
+        gemm(&w, w_rows, &tile, &mut batch);
+        for t in 0..GEMM_TILE {
+            let act_row = &acts[t * stride..(t + 1) * stride];
+            let mut table = vec![0f32; 2 * n_blocks];
+            scale_rows(af.ty, &act_row[..row_bytes], &mut table);
+            let mut decode = vec![f32::NAN; w_rows];
+            scaled(&w, w_rows, act_row, stride, &table, 2 * n_blocks, &mut decode);
+            for m in 0..w_rows {
+                let (b, one) = (batch[m * GEMM_TILE + t], decode[m]);
+                prop_assert_eq!(
+                    b.to_bits(),
+                    one.to_bits(),
+                    "{} weight row {} act row {}: GEMM tile {} vs decode {}",
+                    ty,
+                    m,
+                    t,
+                    b,
+                    one
                 );
             }
         }

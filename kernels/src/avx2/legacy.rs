@@ -1,15 +1,25 @@
 //! AVX2 dot kernels for the 32-element "legacy" formats: Q4_0, Q5_0, Q8_0 and IQ4_NL
 //! against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
 //!
-//! One kernel body serves all six, specialised at compile time by the weight kind and by
-//! the number of activation rows `N`. Blocks are walked in groups of eight: the 8 weight
-//! scales and, per activation row, the 8 activation scales are converted with one F16C
-//! instruction each and multiplied into a small table; then every weight block is unpacked
-//! once into 32 bytes and multiplied against the `N` activation rows.
+//! One kernel body ([`lanes`]) serves all six, specialised at compile time by the weight
+//! kind, the number of weight rows `R` and of activation rows `N` it takes per step
+//! (`R · N ≤ 8`: decode, one activation row, takes 8 weight rows). Per block it loads each
+//! activation block once, unpacks each weight block once, and folds the `R · N` integer
+//! block dot products into one vector of 8 exact i32 totals with a horizontal-add tree;
+//! then one conversion, one multiply by the 8 scale products `d_w · d_a` and one FMA update
+//! 8 f32 accumulators (lane = (weight row, activation row)). Short rows (decode of small
+//! models: 576-896 columns) pay no per-row horizontal sum or call.
 //!
-//! Signed weights (`q - 8`, `q - 16`, Q8_0, the IQ4_NL table) use the sign trick
-//! (`maddubs(|w|, sign(a, w))`); Q4_1/Q5_1 quants are unsigned and go into `maddubs`
-//! directly, their `m · s` offset term being accumulated separately per row.
+//! Every lane is computed the same way whatever the step shape, and as the GEMM tiles
+//! (`gemm.rs`) compute it: exact block sums, then `acc = fma(isum, d_w · d_a, acc)` block
+//! after block (Q4_1/Q5_1: `m_w · s_a` in a second accumulator, added at the end). So
+//! batch, batch remainders and decode give a row the same bits.
+//!
+//! Q4_0/Q5_0/Q4_1/Q5_1 quants go into `maddubs` unsigned; Q4_0's `- 8` and Q5_0's `- 16`
+//! are subtracted in integers through the activation block sum. Q8_0 and IQ4_NL use the
+//! sign trick (`maddubs(|w|, sign(a, w))`). Decode of Q4_0/Q4_1 handles two blocks per
+//! step ([`pair_step`]) with the same arithmetic, and prefetches the weight rows of a later
+//! step.
 
 use std::arch::x86_64::*;
 
