@@ -166,7 +166,9 @@ fn run_ignore_eos_generates_exactly_n_predict_tokens() {
         let v = run_json(
             bin()
                 .args(["run", "--json", "-t", "1", "-n", "200", "-p", "hello"])
-                .args(["--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0"])
+                .args([
+                    "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0",
+                ])
                 .args(["--seed", "5", "-m"])
                 .arg(synthetic("llama-f32"))
                 .args(extra),
@@ -180,7 +182,11 @@ fn run_ignore_eos_generates_exactly_n_predict_tokens() {
     );
     let full = run(&["--ignore-eos"]);
     assert_eq!(full.len(), 200, "--ignore-eos generates all -n tokens");
-    assert_eq!(&full[..stopped.len()], &stopped[..], "same sampler, same tokens");
+    assert_eq!(
+        &full[..stopped.len()],
+        &stopped[..],
+        "same sampler, same tokens"
+    );
 }
 
 #[test]

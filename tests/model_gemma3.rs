@@ -98,13 +98,15 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn batch_and_decode_agree_after_the_sliding_window_ring_has_wrapped() {
     // 700 tokens: the batch path writes chunks of 512 into a ring of 8 - 1 + 512 slots,
-    // decode one token at a time; both wrap the ring and must see the same keys.
+    // decode one token at a time; both wrap the ring and must see the same keys. With an
+    // F32 cache both compute attention alike, so a key the ring gets wrong shows far above
+    // f32 rounding.
     let m = synthetic_model("gemma3-f32");
     let ids = long_sequence(700);
     let n_vocab = m.config().n_vocab;
-    let mut batch = session(&m, ids.len());
+    let mut batch = f32_kv_session(&m, ids.len());
     let all = batch.eval(&ids, LogitsMode::All).expect("batch").to_vec();
-    let mut step = session(&m, ids.len());
+    let mut step = f32_kv_session(&m, ids.len());
     let mut worst = 0f64;
     for (t, &id) in ids.iter().enumerate() {
         let row = step.eval(&[id], LogitsMode::Last).expect("decode");
@@ -113,7 +115,7 @@ fn batch_and_decode_agree_after_the_sliding_window_ring_has_wrapped() {
         }
     }
     eprintln!("batch vs decode over 700 tokens: max relative logit difference {worst:.2e}");
-    assert!(worst < 1e-3, "batch and decode differ by {worst}");
+    assert!(worst < 1e-4, "batch and decode differ by {worst}");
 }
 
 #[test]

@@ -59,9 +59,9 @@ fn prefill_grouped_by_expert_equals_one_token_at_a_time() {
     let m = synthetic_model("qwen3moe-f32");
     let ids: Vec<u32> = (0..100).map(|i| 3 + (i * 53) % 500).collect();
     let n_vocab = m.config().n_vocab;
-    let mut batch = session(&m, ids.len());
+    let mut batch = f32_kv_session(&m, ids.len());
     let all = batch.eval(&ids, LogitsMode::All).expect("batch").to_vec();
-    let mut step: Session<'_> = session(&m, ids.len());
+    let mut step: Session<'_> = f32_kv_session(&m, ids.len());
     let mut worst = 0f64;
     for (t, &id) in ids.iter().enumerate() {
         let row = step.eval(&[id], LogitsMode::Last).expect("decode");

@@ -1,8 +1,9 @@
 //! Causal multi-head attention over the KV cache, with grouped-query heads.
 //!
-//! Numerics follow the reference's flash-attention path (its default): with an F16 cache the
-//! query is rounded to F16 before `q·k`, dot products and the softmax are f32, and the
-//! softmax is computed online (running max `M`, running sum `S`, value accumulator rescaled
+//! Numerics follow the reference's flash-attention paths (its default). Its one-query-at-a-time
+//! path (decode, and batches under [`TILED_MIN_TOKENS`] tokens) rounds the query to F16
+//! before `q·k` when the cache is F16; its tiled path for larger batches keeps the query in
+//! f32. Dot products and the softmax are f32, and the softmax is computed online (running max `M`, running sum `S`, value accumulator rescaled
 //! by `exp(M_old - M_new)` whenever the max grows), so no full score row is materialised.
 //!
 //! Work is split across the rayon pool into tasks of (block of up to [`Q_BLOCK`] query
@@ -27,10 +28,12 @@ pub const MAX_HEAD_DIM: usize = 1024;
 
 /// Query tokens per task.
 pub const Q_BLOCK: usize = 8;
-/// Batches of at least this many query tokens run latent attention as the reference's tiled
-/// flash-attention path does (its tile is 64 queries): the query stays f32 and the value
-/// sums are f32. Smaller batches and decode follow its one-query-at-a-time path (F16 query,
-/// F16 value sums for latent attention).
+/// Batches of at least this many query tokens follow the reference's tiled flash-attention
+/// path (its tile is 64 queries): the query stays f32, and latent attention's value sums are
+/// f32. Smaller batches and decode follow its one-query-at-a-time path: with an F16 cache
+/// the query is rounded to F16, and latent attention sums values in F16. (Measured: taking
+/// the f32 query for 512-token perplexity chunks moved Gemma3-270M's perplexity from 0.44%
+/// to 0.004% off the reference's.)
 pub const TILED_MIN_TOKENS: usize = 64;
 /// Keys converted and scored per step.
 const KEY_CHUNK: usize = 64;
@@ -102,7 +105,7 @@ pub fn attention(
         return;
     }
     let group = n_head / n_kv;
-    let tiled = p.values_in_keys && n_tokens >= TILED_MIN_TOKENS;
+    let tiled = n_tokens >= TILED_MIN_TOKENS;
     let round_q = cache.kv_type() == KvType::F16 && !tiled;
     let n_blocks = n_tokens.div_ceil(Q_BLOCK);
     // Keys visible to at least one query of the batch: `keys_lo .. pos0 + n_tokens`.
@@ -530,7 +533,9 @@ mod tests {
         }
         // SAFETY: AVX2 was just detected.
         let avx2 = unsafe { Avx2Dot::new() };
-        for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 64, 72, 96, 100, 128, 256, 257] {
+        for n in [
+            0usize, 1, 7, 8, 9, 31, 32, 33, 64, 72, 96, 100, 128, 256, 257,
+        ] {
             // Mixed magnitudes and signs, so a different summation order changes the bits.
             let a: Vec<f32> = (0..n)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-2)

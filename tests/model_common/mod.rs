@@ -281,6 +281,21 @@ pub fn session(model: &Model, n: usize) -> Session<'_> {
     .expect("session")
 }
 
+/// A session of `n` tokens with an F32 KV cache: batch and decode then compute attention
+/// alike (with an F16 cache decode rounds the query to F16 and batches of 64+ tokens do not,
+/// as the reference does), so tests that compare the two paths see only f32 rounding.
+pub fn f32_kv_session(model: &Model, n: usize) -> Session<'_> {
+    Session::new(
+        model,
+        SessionOptions {
+            n_ctx: n.max(1),
+            kv_type: openweight::model::KvType::F32,
+            ..SessionOptions::default()
+        },
+    )
+    .expect("session")
+}
+
 /// Our batch logits for every golden prompt, compared with the reference.
 pub fn batch_agreement(model: &Model, prompts: &[RefPrompt]) -> Agreement {
     let n_vocab = model.config().n_vocab;
