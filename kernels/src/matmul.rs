@@ -13,7 +13,7 @@
 //!    per tile, not once per activation row. Kernel sets with a [`ScaledDotFn`] for the
 //!    type (AVX2, Q8_0/Q8_1-paired weights) get up to `SCALED_ROWS` weight rows per call
 //!    and the activation scales as an f32 table built once per matmul ([`scale_rows`]).
-//!    Kernel sets with a [`GemmFn`] for the type (AVX2: the 32-element formats, Q4_K, Q5_K)
+//!    Kernel sets with a [`GemmFn`] for the type (AVX2: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q4_K, Q5_K)
 //!    use it for every full tile of [`GEMM_TILE`] activation rows instead, with per-tile
 //!    block-major tables of activation scales and block sums built once per matmul
 //!    ([`tile_tables`]); a last partial tile goes through the kernels above.

@@ -567,13 +567,12 @@ fn matrices_with_different_activation_formats_or_widths_do_not_fuse() {
 // dot kernel row by row.
 
 /// Weight types with AVX2 GEMM tile kernels.
-const TILE_TYPES: [GgmlType; 8] = [
+const TILE_TYPES: [GgmlType; 7] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
-    GgmlType::IQ4_NL,
     GgmlType::Q4_K,
     GgmlType::Q5_K,
 ];

@@ -1,6 +1,8 @@
-//! AVX2 GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats (Q4_0, Q5_0,
-//! Q8_0 and IQ4_NL against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations) and
-//! for Q4_K and Q5_K against Q8_K activations.
+//! AVX2 GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats (Q4_0, Q5_0
+//! and Q8_0 against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations) and for Q4_K
+//! and Q5_K against Q8_K activations. (An IQ4_NL tile, table lookup plus sign trick,
+//! measured about 7% slower than the one-row kernel, and a Q6_K tile no faster: those
+//! types keep the kernels of `legacy.rs` / `kquants.rs`.)
 //!
 //! A tile is [`GEMM_TILE`] (8) activation rows; each weight block meets the 8 activation
 //! blocks of the same column range. The 8 integer dot products (one per activation row)
@@ -12,13 +14,11 @@
 //!
 //! Weights are unpacked unsigned where they can be (Q4_0 and Q5_0 quants `q`, 0..=31, go
 //! into `maddubs` as they are; the `- 8` / `- 16` is applied in integers through the
-//! activation block sums of [`ActTile::sums`]), so only Q8_0 and IQ4_NL need the sign
-//! trick. Q4_1/Q5_1 add `m_w · s_a` with a second FMA per weight block.
+//! activation block sums of [`ActTile::sums`]), so only Q8_0 needs the sign trick. Q4_1/Q5_1 add `m_w · s_a` with a second FMA per weight block.
 //!
 //! Overflow bounds (all integer sums exact): unsigned quants are at most 31 and activation
 //! quants in -128..=127, so one `maddubs` lane is at most 2·31·128 = 7936 and the sum of two
-//! (the first `hadd_epi16` level) 15872 < 2^15. Q8_0/IQ4_NL (|w| ≤ 128 after the sign
-//! trick) widen with `madd` first, as the one-row kernels do. A block total is below
+//! (the first `hadd_epi16` level) 15872 < 2^15. Q8_0 (|w| ≤ 128 after the sign trick) widen with `madd` first, as the one-row kernels do. A block total is below
 //! 32·128·128 < 2^31.
 //!
 //! `MW` weight rows are processed together so each activation vector loaded from L1 feeds
@@ -28,13 +28,11 @@
 //! activation rows are added in i16, multiplied by the sub-block scale with `madd` and
 //! accumulated in four pair accumulators; one fold per super-block gives the 8 rows' exact
 //! `Σ scale · Σ w·a`, then one conversion and FMA (and one more for the mins term, from the
-//! tile's block sums). A Q6_K tile built the same way measured no faster than the one-row
-//! kernel (`kquants.rs`), so Q6_K keeps that.
+//! tile's block sums).
 
 use std::arch::x86_64::*;
 
 use super::util::{bits_to_bytes, f16_at, nibbles_32};
-use crate::blocks::IQ4NL_TABLE;
 use crate::dispatch::{ActTile, GEMM_TILE};
 
 /// Weight kinds the kernel body is specialised for.
@@ -43,7 +41,6 @@ const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
 const Q5_1: u8 = 3;
 const Q8_0: u8 = 4;
-const IQ4_NL: u8 = 5;
 
 /// Weight rows handled together (each activation load feeds this many products).
 const MW: usize = 2;
@@ -51,7 +48,7 @@ const MW: usize = 2;
 /// Bytes per weight block of `kind`.
 const fn weight_block_bytes(kind: u8) -> usize {
     match kind {
-        Q4_0 | IQ4_NL => 18,
+        Q4_0 => 18,
         Q4_1 => 20,
         Q5_0 => 22,
         Q5_1 => 24,
@@ -94,11 +91,11 @@ const fn offset_shift(kind: u8) -> i32 {
 
 /// Whether the weights go into `maddubs` as signed values through the sign trick.
 const fn signed(kind: u8) -> bool {
-    matches!(kind, Q8_0 | IQ4_NL)
+    kind == Q8_0
 }
 
 /// Unpacks the weight block at `p` into its 32 quants in element order: unsigned `q`
-/// (0..=15 or 0..=31) for Q4_0, Q5_0, Q4_1 and Q5_1; signed values for Q8_0 and IQ4_NL.
+/// (0..=15 or 0..=31) for Q4_0, Q5_0, Q4_1 and Q5_1; signed values for Q8_0.
 ///
 /// # Safety
 /// `p` must point at a whole weight block of `KIND`.
@@ -109,15 +106,7 @@ unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
     // every offset is inside that block's layout (see `crate::blocks`).
     unsafe {
         match KIND {
-            Q4_0 | IQ4_NL => {
-                let q = nibbles_32(p.add(2));
-                if KIND == IQ4_NL {
-                    let table = _mm_loadu_si128(IQ4NL_TABLE.as_ptr().cast());
-                    _mm256_shuffle_epi8(_mm256_set_m128i(table, table), q)
-                } else {
-                    q
-                }
-            }
+            Q4_0 => nibbles_32(p.add(2)),
             Q4_1 => nibbles_32(p.add(4)),
             Q5_0 | Q5_1 => {
                 let (qh, qs) = if KIND == Q5_0 { (2, 6) } else { (4, 8) };
@@ -361,7 +350,6 @@ gemm_fn!(gemm_q4_1, Q4_1);
 gemm_fn!(gemm_q5_0, Q5_0);
 gemm_fn!(gemm_q5_1, Q5_1);
 gemm_fn!(gemm_q8_0, Q8_0);
-gemm_fn!(gemm_iq4_nl, IQ4_NL);
 
 // ---------------------------------------------------------------------------------------
 // Q4_K and Q5_K against Q8_K activations

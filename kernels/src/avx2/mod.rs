@@ -7,7 +7,7 @@
 //!
 //! Families: [`float`] (F32, F16, BF16), [`legacy`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! IQ4_NL), [`kquants`] (Q2_K ... Q6_K, IQ4_XS); [`gemm`] has 8-activation-row GEMM tiles
-//! for the legacy types, Q4_K and Q5_K; [`quantize`] holds the Q8_0, Q8_1 and
+//! for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q5_K; [`quantize`] holds the Q8_0, Q8_1 and
 //! Q8_K activation quantizers, bit-identical to the scalar ones (F32/F16/BF16 activations
 //! keep the scalar converters). The SIMD functions are
 //! `#[target_feature(enable = "avx2,fma,f16c")] unsafe fn`s; the only way to reach them is
@@ -52,7 +52,6 @@ pub(crate) fn install(set: &mut KernelSet) {
     set.set_gemm(GgmlType::Q5_0, gemm::gemm_q5_0);
     set.set_gemm(GgmlType::Q5_1, gemm::gemm_q5_1);
     set.set_gemm(GgmlType::Q8_0, gemm::gemm_q8_0);
-    set.set_gemm(GgmlType::IQ4_NL, gemm::gemm_iq4_nl);
     set.set_gemm(GgmlType::Q4_K, gemm::gemm_q4_k);
     set.set_gemm(GgmlType::Q5_K, gemm::gemm_q5_k);
     set.set_quantize(GgmlType::Q8_0, quantize::quantize_q8_0);
