@@ -35,6 +35,7 @@ fn gemm(c: &mut Criterion) {
         (GgmlType::Q4_K, &[2][..]),
         (GgmlType::Q6_K, &[2][..]),
         (GgmlType::Q5_0, &[2][..]),
+        (GgmlType::Q4_1, &[2][..]),
         (GgmlType::Q5_K, &[2][..]),
         (GgmlType::IQ4_NL, &[2][..]),
         (GgmlType::F16, &[2][..]),

@@ -1094,6 +1094,64 @@ mod tests {
     }
 
     #[test]
+    fn tile_tables_are_block_major_with_exact_quant_sums() {
+        // Two Q8_0 blocks per row, rows 80 bytes apart; row t's block b has d = t + b / 2
+        // and every quant equal to t - b (sum 32 · (t - b)).
+        let (stride, n_blocks) = (80, 2);
+        let mut rows = vec![0u8; GEMM_TILE * stride];
+        for t in 0..GEMM_TILE {
+            for b in 0..n_blocks {
+                let block = &mut rows[t * stride + 34 * b..t * stride + 34 * (b + 1)];
+                let d = half::f16::from_f32(t as f32 + b as f32 / 2.0);
+                block[..2].copy_from_slice(&d.to_le_bytes());
+                block[2..].fill((t as i8 - b as i8) as u8);
+            }
+        }
+        let (mut d, mut sums) = (vec![0f32; 16], vec![0i32; 16]);
+        tile_tables(
+            GgmlType::Q8_0,
+            &rows,
+            stride,
+            n_blocks,
+            &mut d,
+            &mut [],
+            &mut sums,
+        );
+        for t in 0..GEMM_TILE {
+            for b in 0..n_blocks {
+                assert_eq!(d[b * GEMM_TILE + t], t as f32 + b as f32 / 2.0);
+                assert_eq!(sums[b * GEMM_TILE + t], 32 * (t as i32 - b as i32));
+            }
+        }
+    }
+
+    #[test]
+    fn q8_k_tile_sums_pack_two_block_sums_per_sub_block() {
+        // One Q8_K block per row: d = t, block sum k = 100 · t - k (as i16).
+        let bb = 292;
+        let mut rows = vec![0u8; GEMM_TILE * bb];
+        for t in 0..GEMM_TILE {
+            let block = &mut rows[t * bb..(t + 1) * bb];
+            block[..4].copy_from_slice(&(t as f32).to_le_bytes());
+            for k in 0..16 {
+                let v = 100 * t as i16 - k as i16;
+                block[260 + 2 * k..262 + 2 * k].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        assert_eq!(tile_table_lens(GgmlType::Q8_K, 1), (8, 0, 64));
+        let (mut d, mut sums) = (vec![0f32; 8], vec![0i32; 64]);
+        tile_tables(GgmlType::Q8_K, &rows, bb, 1, &mut d, &mut [], &mut sums);
+        for t in 0..GEMM_TILE {
+            assert_eq!(d[t], t as f32);
+            for j in 0..8 {
+                let packed = sums[j * GEMM_TILE + t];
+                assert_eq!(packed as i16, 100 * t as i16 - 2 * j as i16, "low half");
+                assert_eq!((packed >> 16) as i16, 100 * t as i16 - 2 * j as i16 - 1);
+            }
+        }
+    }
+
+    #[test]
     fn scratch_rows_are_cache_line_aligned_and_reused() {
         let mut scratch = MatmulScratch::default();
         let p = scratch.quantized_bytes(1000).as_ptr();

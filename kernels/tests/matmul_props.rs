@@ -791,3 +791,26 @@ fn gemm_tile_kernels_are_installed_for_every_tile_type_on_avx2() {
         assert!(set.gemm(ty).is_some(), "{ty} has no tile kernel");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Full tiles go to the tile kernel and a last partial tile to the one-row kernels,
+    /// whatever the job split: one, two and three threads give the same bits.
+    #[test]
+    fn batches_with_tiles_do_not_depend_on_the_thread_count(
+        ty in 0..TILE_TYPES.len(),
+        c in case(),
+        n_tokens in 8usize..=40,
+    ) {
+        let ty = TILE_TYPES[ty];
+        let case = Case { n_tokens, n_threads: 1, ..c };
+        let (w, x) = problem(ty, &case);
+        let one = run(dispatch::best(), ty, &case, &w, &x);
+        for n_threads in [2, 3] {
+            let other = run(dispatch::best(), ty, &Case { n_threads, ..case.clone() }, &w, &x);
+            let same = one.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(same, "{ty}: {n_threads} threads differ from one");
+        }
+    }
+}
