@@ -387,9 +387,8 @@ unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
 }
 
 /// Adds `scale · Σ w·a` of one 32-element sub-block (unsigned quants `w`, at most 63) to
-/// the four pair accumulators: `acc[k]` holds rows `2k` and `2k + 1` in the
-/// `_mm256_hadd_epi32` layout that [`fold_pairs`] finishes. `a` points at the sub-block's
-/// quants in tile row 0.
+/// the row accumulators: `acc[k][i]` holds 8 i32 partial sums of row `2k + i`, which
+/// [`fold_pairs`] finishes. `a` points at the sub-block's quants in tile row 0.
 ///
 /// # Safety
 /// The 8 tile rows must have 32 readable bytes at `a + t * stride`.
@@ -400,7 +399,7 @@ unsafe fn sub_block(
     scale: __m256i,
     a: *const u8,
     stride: usize,
-    acc: &mut [__m256i; 4],
+    acc: &mut [[__m256i; 2]; 4],
 ) {
     for (k, acc) in acc.iter_mut().enumerate() {
         // SAFETY: rows 2k and 2k + 1 are among the 8 readable rows (caller).
@@ -410,18 +409,23 @@ unsafe fn sub_block(
                 _mm256_loadu_si256(a.add((2 * k + 1) * stride).cast()),
             )
         };
-        // |pair| ≤ 2·63·128 = 16128, two of them stay inside i16.
-        let h = _mm256_hadd_epi16(_mm256_maddubs_epi16(w, a0), _mm256_maddubs_epi16(w, a1));
-        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(h, scale));
+        // |pair| ≤ 2·63·128 = 16128, so each `maddubs` is exact; `madd` with the scale
+        // widens to i32 (no horizontal add here: the rows are folded once per super-block).
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, a0), scale);
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(w, a1), scale);
+        acc[0] = _mm256_add_epi32(acc[0], p0);
+        acc[1] = _mm256_add_epi32(acc[1], p1);
     }
 }
 
-/// Finishes four pair accumulators into one vector of 8 totals (lane `t` = row `t`).
+/// Finishes the row accumulators (`acc[k][i]`: row `2k + i`) into one vector of 8 totals
+/// (lane `t` = row `t`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fold_pairs(acc: &[__m256i; 4]) -> __m256i {
-    let q0123 = _mm256_hadd_epi32(acc[0], acc[1]);
-    let q4567 = _mm256_hadd_epi32(acc[2], acc[3]);
+unsafe fn fold_pairs(acc: &[[__m256i; 2]; 4]) -> __m256i {
+    let pair = |p: &[__m256i; 2]| _mm256_hadd_epi32(p[0], p[1]);
+    let q0123 = _mm256_hadd_epi32(pair(&acc[0]), pair(&acc[1]));
+    let q4567 = _mm256_hadd_epi32(pair(&acc[2]), pair(&acc[3]));
     _mm256_add_epi32(
         _mm256_permute2x128_si256(q0123, q4567, 0x20),
         _mm256_permute2x128_si256(q0123, q4567, 0x31),
@@ -459,7 +463,7 @@ unsafe fn q45k_row<const FIVE: bool>(
             let wb = w.add(b * block_bytes);
             let (sc, mn) = q4k_scales_mins(wb.add(4));
             let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
-            let mut pairs = [_mm256_setzero_si256(); 4];
+            let mut pairs = [[_mm256_setzero_si256(); 2]; 4];
             let mut qh = if FIVE {
                 _mm256_loadu_si256(wb.add(16).cast())
             } else {
