@@ -1,8 +1,8 @@
 //! AVX2 GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats (Q4_0, Q5_0
 //! and Q8_0 against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations) and for Q4_K
 //! and Q5_K against Q8_K activations. (An IQ4_NL tile, table lookup plus sign trick,
-//! measured about 7% slower than the one-row kernel, and a Q6_K tile no faster: those
-//! types keep the kernels of `legacy.rs` / `kquants.rs`.)
+//! measured about 7% slower than the one-row kernel in `legacy.rs`, which it keeps; for
+//! Q6_K see below.)
 //!
 //! A tile is [`GEMM_TILE`] (8) activation rows; each weight block meets the 8 activation
 //! blocks of the same column range. The 8 integer dot products (one per activation row)
@@ -28,7 +28,9 @@
 //! activation rows are added in i16, multiplied by the sub-block scale with `madd` and
 //! accumulated in four pair accumulators; one fold per super-block gives the 8 rows' exact
 //! `Σ scale · Σ w·a`, then one conversion and FMA (and one more for the mins term, from the
-//! tile's block sums).
+//! tile's block sums). Q6_K tiles built either way (pair accumulators with `hadd_epi16`,
+//! or one accumulator per row) measured no faster, respectively ~20% slower, than the
+//! one-row kernel, so Q6_K keeps `kquants.rs`.
 
 use std::arch::x86_64::*;
 
