@@ -14,11 +14,14 @@
 //!
 //! Weights are unpacked unsigned where they can be (Q4_0 and Q5_0 quants `q`, 0..=31, go
 //! into `maddubs` as they are; the `- 8` / `- 16` is applied in integers through the
-//! activation block sums of [`ActTile::sums`]), so only Q8_0 needs the sign trick. Q4_1/Q5_1 add `m_w · s_a` with a second FMA per weight block.
+//! activation block sums of [`ActTile::sums`]), so only Q8_0 needs the sign trick.
+//! Q4_1/Q5_1 add `m_w · s_a` with a second FMA per weight block. The block layouts and the
+//! unpacking are shared with the one-row kernels (`legacy_layout.rs`).
 //!
 //! Overflow bounds (all integer sums exact): unsigned quants are at most 31 and activation
 //! quants in -128..=127, so one `maddubs` lane is at most 2·31·128 = 7936 and the sum of two
-//! (the first `hadd_epi16` level) 15872 < 2^15. Q8_0 (|w| ≤ 128 after the sign trick) widen with `madd` first, as the one-row kernels do. A block total is below
+//! (the first `hadd_epi16` level) 15872 < 2^15. Q8_0 (|w| ≤ 128 after the sign trick)
+//! widens with `madd` first, as the one-row kernels do. A block total is below
 //! 32·128·128 < 2^31.
 //!
 //! `MW` weight rows are processed together so each activation vector loaded from L1 feeds
@@ -34,92 +37,15 @@
 
 use std::arch::x86_64::*;
 
-use super::util::{bits_to_bytes, f16_at, nibbles_32};
+use super::legacy_layout::{
+    act_block_bytes, act_quants_offset, has_min, offset_shift, signed, unpack, weight_block_bytes,
+    Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+};
+use super::util::{f16_at, q4k_scales_mins};
 use crate::dispatch::{ActTile, GEMM_TILE};
-
-/// Weight kinds the kernel body is specialised for.
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
 
 /// Weight rows handled together (each activation load feeds this many products).
 const MW: usize = 2;
-
-/// Bytes per weight block of `kind`.
-const fn weight_block_bytes(kind: u8) -> usize {
-    match kind {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        _ => 34, // Q8_0
-    }
-}
-
-/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
-const fn has_min(kind: u8) -> bool {
-    matches!(kind, Q4_1 | Q5_1)
-}
-
-/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
-const fn act_block_bytes(kind: u8) -> usize {
-    if has_min(kind) {
-        36
-    } else {
-        34
-    }
-}
-
-/// Offset of the quants inside an activation block.
-const fn act_quants_offset(kind: u8) -> usize {
-    if has_min(kind) {
-        4
-    } else {
-        2
-    }
-}
-
-/// log2 of the offset subtracted from the unsigned quants (`q - 8`, `q - 16`), or 0 when
-/// the kind is unpacked signed or has a minimum instead.
-const fn offset_shift(kind: u8) -> i32 {
-    match kind {
-        Q4_0 => 3,
-        Q5_0 => 4,
-        _ => 0,
-    }
-}
-
-/// Whether the weights go into `maddubs` as signed values through the sign trick.
-const fn signed(kind: u8) -> bool {
-    kind == Q8_0
-}
-
-/// Unpacks the weight block at `p` into its 32 quants in element order: unsigned `q`
-/// (0..=15 or 0..=31) for Q4_0, Q5_0, Q4_1 and Q5_1; signed values for Q8_0.
-///
-/// # Safety
-/// `p` must point at a whole weight block of `KIND`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
-    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
-    // every offset is inside that block's layout (see `crate::blocks`).
-    unsafe {
-        match KIND {
-            Q4_0 => nibbles_32(p.add(2)),
-            Q4_1 => nibbles_32(p.add(4)),
-            Q5_0 | Q5_1 => {
-                let (qh, qs) = if KIND == Q5_0 { (2, 6) } else { (4, 8) };
-                let high = bits_to_bytes(p.add(qh).cast::<u32>().read_unaligned());
-                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
-                _mm256_or_si256(nibbles_32(p.add(qs)), fifth)
-            }
-            _ => _mm256_loadu_si256(p.add(2).cast()), // Q8_0
-        }
-    }
-}
 
 /// The `maddubs` products of weight block `w` (`w_abs` = |w| for signed kinds, else `w`)
 /// with the activation quants at `a`: 16 i16 pair sums.
@@ -223,7 +149,7 @@ unsafe fn rows<const KIND: u8, const R: usize>(
             let d_a = _mm256_loadu_ps(tile.d.as_ptr().add(b * GEMM_TILE));
             let offset = if offset_shift(KIND) > 0 {
                 let sums = _mm256_loadu_si256(tile.sums.as_ptr().add(b * GEMM_TILE).cast());
-                _mm256_sll_epi32(sums, _mm_cvtsi32_si128(offset_shift(KIND)))
+                _mm256_sll_epi32(sums, _mm_cvtsi32_si128(offset_shift(KIND) as i32))
             } else {
                 _mm256_setzero_si256()
             };
@@ -362,31 +288,6 @@ const Q8K_BYTES: usize = 292;
 const Q8K_QS: usize = 4;
 /// Sub-blocks of 32 elements in a 256-element super-block.
 const SUB_BLOCKS: usize = 8;
-
-/// Decodes Q4_K/Q5_K's 12 packed bytes at `p` into (8 six-bit scales, 8 six-bit mins), one
-/// byte each, packed little-endian into u64s.
-///
-/// # Safety
-/// `p..p + 12` must be readable.
-#[inline]
-unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
-    // SAFETY: the caller guarantees 12 readable bytes; unaligned reads.
-    let (w0, w1, w2) = unsafe {
-        (
-            p.cast::<u32>().read_unaligned(),
-            p.add(4).cast::<u32>().read_unaligned(),
-            p.add(8).cast::<u32>().read_unaligned(),
-        )
-    };
-    let sc_lo = w0 & 0x3F3F_3F3F;
-    let mn_lo = w1 & 0x3F3F_3F3F;
-    let sc_hi = (w2 & 0x0F0F_0F0F) | (((w0 >> 6) & 0x0303_0303) << 4);
-    let mn_hi = ((w2 >> 4) & 0x0F0F_0F0F) | (((w1 >> 6) & 0x0303_0303) << 4);
-    (
-        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
-        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
-    )
-}
 
 /// Adds `scale · Σ w·a` of one 32-element sub-block (unsigned quants `w`, at most 63) to
 /// the row accumulators: `acc[k][i]` holds 8 i32 partial sums of row `2k + i`, which

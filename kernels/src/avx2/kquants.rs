@@ -20,6 +20,7 @@ use std::arch::x86_64::*;
 
 use super::util::{
     check_dot_args, dispatch_rows, f16_at, f32_at, hsum_epi32, hsum_epi32_128, hsum_ps, nibbles_32,
+    q4k_scales_mins,
 };
 use crate::blocks::IQ4NL_TABLE;
 
@@ -97,31 +98,6 @@ unsafe fn finish<const N: usize>(acc: &[__m256; N], acc_min: &[f32; N], out: &mu
 
 // ---------------------------------------------------------------------------------------
 // Q4_K and Q5_K
-
-/// Decodes the 12 packed bytes at `p` into (8 six-bit scales, 8 six-bit mins), one byte
-/// each, packed little-endian into u64s.
-///
-/// # Safety
-/// `p..p + 12` must be readable.
-#[inline]
-unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
-    // SAFETY: the caller guarantees 12 readable bytes; unaligned reads.
-    let (w0, w1, w2) = unsafe {
-        (
-            p.cast::<u32>().read_unaligned(),
-            p.add(4).cast::<u32>().read_unaligned(),
-            p.add(8).cast::<u32>().read_unaligned(),
-        )
-    };
-    let sc_lo = w0 & 0x3F3F_3F3F;
-    let mn_lo = w1 & 0x3F3F_3F3F;
-    let sc_hi = (w2 & 0x0F0F_0F0F) | (((w0 >> 6) & 0x0303_0303) << 4);
-    let mn_hi = ((w2 >> 4) & 0x0F0F_0F0F) | (((w1 >> 6) & 0x0303_0303) << 4);
-    (
-        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
-        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
-    )
-}
 
 /// Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE = true`, 176-byte blocks).
 ///

@@ -23,79 +23,11 @@
 
 use std::arch::x86_64::*;
 
-use super::util::{
-    bits_to_bytes, check_dot_args, dispatch_rows, dot_i8_signed, f16_at, hsum_epi32, nibbles_32,
+use super::legacy_layout::{
+    act_block_bytes, has_min, offset_shift, signed, unpack, weight_block_bytes, IQ4_NL, Q4_0, Q4_1,
+    Q5_0, Q5_1, Q8_0,
 };
-use crate::blocks::IQ4NL_TABLE;
-
-/// Weight kinds the shared kernel body is specialised for.
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
-const IQ4_NL: u8 = 5;
-
-/// Bytes per weight block of `kind`.
-const fn weight_block_bytes(kind: u8) -> usize {
-    match kind {
-        Q4_0 | IQ4_NL => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        _ => 34, // Q8_0
-    }
-}
-
-/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
-const fn has_min(kind: u8) -> bool {
-    matches!(kind, Q4_1 | Q5_1)
-}
-
-/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
-const fn act_block_bytes(kind: u8) -> usize {
-    if has_min(kind) {
-        36
-    } else {
-        34
-    }
-}
-
-/// Unpacks the weight block at `p` into its 32 quants in element order: signed values
-/// (`q - 8`, `q - 16`, Q8_0 as is, IQ4_NL table values) for the kinds without a minimum,
-/// unsigned `q` (0..=15 or 0..=31) for Q4_1 and Q5_1.
-///
-/// # Safety
-/// `p` must point at a whole weight block of `KIND`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
-    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
-    // every offset is inside that block's layout (see `crate::blocks`).
-    unsafe {
-        match KIND {
-            Q4_0 => _mm256_sub_epi8(nibbles_32(p.add(2)), _mm256_set1_epi8(8)),
-            Q4_1 => nibbles_32(p.add(4)),
-            Q5_0 => {
-                let high = bits_to_bytes(p.add(2).cast::<u32>().read_unaligned());
-                // q - 16 = nibble - 16 when the fifth bit is clear, i.e. nibble | 0xF0.
-                let offset = _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8));
-                _mm256_or_si256(nibbles_32(p.add(6)), offset)
-            }
-            Q5_1 => {
-                let high = bits_to_bytes(p.add(4).cast::<u32>().read_unaligned());
-                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
-                _mm256_or_si256(nibbles_32(p.add(8)), fifth)
-            }
-            IQ4_NL => {
-                let table = _mm_loadu_si128(IQ4NL_TABLE.as_ptr().cast());
-                let table = _mm256_set_m128i(table, table);
-                _mm256_shuffle_epi8(table, nibbles_32(p.add(2)))
-            }
-            _ => _mm256_loadu_si256(p.add(2).cast()), // Q8_0
-        }
-    }
-}
+use super::util::{check_dot_args, dispatch_rows, dot_i8_signed, f16_at, hsum_epi32};
 
 /// Where the f32 activation scales of a `PRE` kernel are (unused otherwise).
 #[derive(Clone, Copy)]
@@ -194,44 +126,6 @@ unsafe fn totals_from_pairs(h0: __m256i, h1: __m256i, h2: __m256i, h3: __m256i) 
         _mm256_permute2x128_si256(g0, g1, 0x20),
         _mm256_permute2x128_si256(g0, g1, 0x31),
     )
-}
-
-/// Log2 of the offset subtracted from unsigned Q4_0 / Q5_0 quants (`q - 8`, `q - 16`),
-/// 0 for the kinds that are unpacked signed or have a minimum instead.
-const fn offset_shift(kind: u8) -> u32 {
-    match kind {
-        Q4_0 => 3,
-        Q5_0 => 4,
-        _ => 0,
-    }
-}
-
-/// Whether `kind`'s quants go into `maddubs` signed, through the sign trick.
-const fn signed(kind: u8) -> bool {
-    matches!(kind, Q8_0 | IQ4_NL)
-}
-
-/// Unpacks the weight block at `p` for [`lanes`]: unsigned `q` (0..=31) for Q4_0, Q5_0,
-/// Q4_1 and Q5_1, signed values for Q8_0 and IQ4_NL.
-///
-/// # Safety
-/// `p` must point at a whole weight block of `KIND`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_unsigned<const KIND: u8>(p: *const u8) -> __m256i {
-    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
-    // every offset is inside that block's layout (see `crate::blocks`).
-    unsafe {
-        match KIND {
-            Q4_0 => nibbles_32(p.add(2)),
-            Q5_0 => {
-                let high = bits_to_bytes(p.add(2).cast::<u32>().read_unaligned());
-                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
-                _mm256_or_si256(nibbles_32(p.add(6)), fifth)
-            }
-            _ => unpack::<KIND>(p),
-        }
-    }
 }
 
 /// Reads the f16 at `p` as raw bits.
@@ -397,14 +291,13 @@ unsafe fn block_step<const KIND: u8, const R: usize, const N: usize, const PRE: 
                         h_m[m * N + t] = f16_bits(wb.add(2));
                     }
                 }
+                let q = unpack::<KIND>(wb);
                 if signed(KIND) {
-                    let q = unpack::<KIND>(wb);
                     let q_abs = _mm256_sign_epi8(q, q);
                     for t in 0..N {
                         v[m * N + t] = dot_i8_signed(q_abs, q, a[t]);
                     }
                 } else {
-                    let q = unpack_unsigned::<KIND>(wb);
                     for t in 0..N {
                         v[m * N + t] = _mm256_maddubs_epi16(q, a[t]);
                     }

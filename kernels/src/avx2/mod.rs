@@ -18,6 +18,7 @@ mod float;
 mod gemm;
 mod kquants;
 mod legacy;
+mod legacy_layout;
 mod quantize;
 mod util;
 

@@ -192,6 +192,31 @@ pub(super) unsafe fn dot_i8_signed(w_abs: __m256i, w: __m256i, a: __m256i) -> __
     _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
 }
 
+/// Decodes Q4_K/Q5_K's 12 packed scale bytes at `p` into (8 six-bit scales, 8 six-bit mins), one byte
+/// each, packed little-endian into u64s.
+///
+/// # Safety
+/// `p..p + 12` must be readable.
+#[inline]
+pub(super) unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
+    // SAFETY: the caller guarantees 12 readable bytes; unaligned reads.
+    let (w0, w1, w2) = unsafe {
+        (
+            p.cast::<u32>().read_unaligned(),
+            p.add(4).cast::<u32>().read_unaligned(),
+            p.add(8).cast::<u32>().read_unaligned(),
+        )
+    };
+    let sc_lo = w0 & 0x3F3F_3F3F;
+    let mn_lo = w1 & 0x3F3F_3F3F;
+    let sc_hi = (w2 & 0x0F0F_0F0F) | (((w0 >> 6) & 0x0303_0303) << 4);
+    let mn_hi = ((w2 >> 4) & 0x0F0F_0F0F) | (((w1 >> 6) & 0x0303_0303) << 4);
+    (
+        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
+        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,98 @@
+//! The 32-element "legacy" block layouts (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) as the AVX2
+//! kernels read them, shared by the one-row kernels (`legacy.rs`) and the GEMM tiles
+//! (`gemm.rs`): kind ids for const generics, block sizes, how the quants go into
+//! `maddubs`, and the unpacking of a weight block into 32 bytes.
+
+use std::arch::x86_64::*;
+
+use super::util::{bits_to_bytes, nibbles_32};
+use crate::blocks::IQ4NL_TABLE;
+
+/// Weight kinds the kernel bodies are specialised for.
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q5_0: u8 = 2;
+pub(super) const Q5_1: u8 = 3;
+pub(super) const Q8_0: u8 = 4;
+pub(super) const IQ4_NL: u8 = 5;
+
+/// Bytes per weight block of `kind`.
+pub(super) const fn weight_block_bytes(kind: u8) -> usize {
+    match kind {
+        Q4_0 | IQ4_NL => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34, // Q8_0
+    }
+}
+
+/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
+pub(super) const fn has_min(kind: u8) -> bool {
+    matches!(kind, Q4_1 | Q5_1)
+}
+
+/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
+pub(super) const fn act_block_bytes(kind: u8) -> usize {
+    if has_min(kind) {
+        36
+    } else {
+        34
+    }
+}
+
+/// Offset of the quants inside an activation block.
+pub(super) const fn act_quants_offset(kind: u8) -> usize {
+    if has_min(kind) {
+        4
+    } else {
+        2
+    }
+}
+
+/// Log2 of the offset subtracted from unsigned Q4_0 / Q5_0 quants (`q - 8`, `q - 16`),
+/// 0 for the kinds that are unpacked signed or have a minimum instead.
+pub(super) const fn offset_shift(kind: u8) -> u32 {
+    match kind {
+        Q4_0 => 3,
+        Q5_0 => 4,
+        _ => 0,
+    }
+}
+
+/// Whether `kind`'s quants go into `maddubs` signed, through the sign trick.
+pub(super) const fn signed(kind: u8) -> bool {
+    matches!(kind, Q8_0 | IQ4_NL)
+}
+
+/// Unpacks the weight block at `p` into its 32 quants in element order: unsigned `q`
+/// (0..=15 or 0..=31) for Q4_0, Q5_0, Q4_1 and Q5_1 (the offset of Q4_0 and Q5_0 is applied
+/// later, see [`offset_shift`]); signed values for Q8_0 (as stored) and IQ4_NL (its table
+/// values).
+///
+/// # Safety
+/// `p` must point at a whole weight block of `KIND`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
+    // SAFETY (all reads below): the caller guarantees a whole block of `KIND` at `p`, and
+    // every offset is inside that block's layout (see `crate::blocks`).
+    unsafe {
+        match KIND {
+            Q4_0 => nibbles_32(p.add(2)),
+            Q4_1 => nibbles_32(p.add(4)),
+            Q5_0 | Q5_1 => {
+                let (qh, qs) = if KIND == Q5_0 { (2, 6) } else { (4, 8) };
+                let high = bits_to_bytes(p.add(qh).cast::<u32>().read_unaligned());
+                let fifth = _mm256_and_si256(high, _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles_32(p.add(qs)), fifth)
+            }
+            IQ4_NL => {
+                let table = _mm_loadu_si128(IQ4NL_TABLE.as_ptr().cast());
+                let table = _mm256_set_m128i(table, table);
+                _mm256_shuffle_epi8(table, nibbles_32(p.add(2)))
+            }
+            _ => _mm256_loadu_si256(p.add(2).cast()), // Q8_0
+        }
+    }
+}
