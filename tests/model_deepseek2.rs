@@ -163,43 +163,26 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// 100 tokens prefilled in chunks below the tile, against the same tokens decoded one at a
-/// time: the same attention path. With F32 weights the logits are the same (max relative
-/// difference below 1e-3). With quantized weights the matmul kernels' batch tiles and
-/// decode rows add their block products in different orders, and with near-tied routing a
-/// last-bit difference can pick another expert, so there the README's mixture-of-experts
-/// rule applies between the two: the top-1 tokens agree at >= 98% of the positions that are
-/// not near ties.
+/// time: the same attention path, and matmul kernels whose batch tiles compute each row as
+/// decode does, so the logits agree (measured: bit for bit, for F32 and quantized weights
+/// alike). Near-tied expert routing would turn any last-bit difference into a different
+/// expert, so this also guards the kernels' batch/decode agreement.
 fn prefill_matches_decode(name: &str) {
     let m = synthetic_model(name);
     let ids: Vec<u32> = (0..100).map(|i| 3 + (i * 53) % 500).collect();
     let n_vocab = m.config().n_vocab;
     let all = chunked_logits(&m, &ids, SUB_TILE_CHUNK);
     let mut step: Session<'_> = session(&m, ids.len());
-    let (mut worst, mut judged, mut misses) = (0f64, 0usize, Vec::new());
+    let mut worst = 0f64;
     for (t, &id) in ids.iter().enumerate() {
         let row = step.eval(&[id], LogitsMode::Last).expect("decode");
-        let batch = &all[t * n_vocab..(t + 1) * n_vocab];
-        worst = worst.max(max_rel_diff(row, batch));
-        let (top, t1, t2) = top2(row);
-        if !is_near_tie(t1, t2) {
-            judged += 1;
-            if top2(batch).0 != top {
-                misses.push(t);
-            }
-        }
+        worst = worst.max(max_rel_diff(row, &all[t * n_vocab..(t + 1) * n_vocab]));
     }
     eprintln!(
         "{name} prefill in chunks of {SUB_TILE_CHUNK} vs decode, 100 tokens: max relative \
-         difference {worst:.2e}, top-1 differs at {misses:?} of {judged} judged positions"
+         difference {worst:.2e}"
     );
-    if name.ends_with("-f32") {
-        assert!(worst < 1e-3, "{name}: prefill and decode differ by {worst}");
-    } else {
-        assert!(
-            misses.len() * 50 <= judged,
-            "{name}: top-1 differs at {misses:?} of {judged} positions"
-        );
-    }
+    assert!(worst < 1e-3, "{name}: prefill and decode differ by {worst}");
 }
 
 /// A batch of [`TILED_MIN_TOKENS`] or more keeps the query and the latent value sums in f32

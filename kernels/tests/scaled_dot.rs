@@ -24,11 +24,15 @@ const TYPES: [GgmlType; 6] = [
     GgmlType::IQ4_NL,
 ];
 
-/// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two,
-/// or four for types with a minimum) a finite value, subnormals and extremes included.
+/// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two
+/// bytes, or four for types with a minimum: Q4_1, Q5_1, Q4_K, Q5_K) a finite value,
+/// subnormals and extremes included.
 fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     let bb = format(ty).block_bytes;
-    let n_f16 = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+    let n_f16 = if matches!(
+        ty,
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K
+    ) {
         2
     } else {
         1
@@ -189,6 +193,75 @@ proptest! {
                     t,
                     b,
                     one
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Q4_K and Q5_K: decode (the dot kernel with one activation row) computes every weight
+    /// row as the GEMM tile computes each of its activation rows (exact integer totals per
+    /// super-block, then one fused multiply-add each for the scales and the mins), so batch
+    /// and decode give the same bits for these types too.
+    #[test]
+    fn kquant_decode_equals_the_gemm_tile_bitwise(
+        five in any::<bool>(),
+        n_blocks in 1usize..=6,
+        w_rows in 1usize..=9,
+        seed in any::<u64>(),
+    ) {
+        let ty = if five { GgmlType::Q5_K } else { GgmlType::Q4_K };
+        let set = dispatch::best();
+        let (Some(dot), Some(gemm)) = (set.dot(ty), set.gemm(ty)) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED decode == GEMM tile check for {ty}: the {} set has no GEMM tile for it",
+                set.name()
+            );
+            return Ok(());
+        };
+        let af = format(format(ty).vec_dot_type);
+        let cols = n_blocks * 256;
+        let w = weights(ty, n_blocks * w_rows, seed);
+        let w_row_bytes = format(ty).row_bytes(cols);
+        let row_bytes = af.row_bytes(cols);
+        let stride = row_bytes + 32;
+        let mut acts = vec![0u8; GEMM_TILE * stride];
+        let quantize = set.quantize(af.ty).expect("quantizer");
+        let mut seed_x = seed.rotate_left(23) | 1;
+        for t in 0..GEMM_TILE {
+            let x: Vec<f32> = (0..cols)
+                .map(|_| {
+                    seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect();
+            quantize(&x, &mut acts[t * stride..t * stride + row_bytes]);
+        }
+        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
+        let (mut d, mut s, mut sums) = (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
+        tile_tables(af.ty, &acts, stride, n_blocks, &mut d, &mut s, &mut sums);
+        let tile = ActTile { quants: &acts, row_stride: stride, d: &d, s: &s, sums: &sums };
+        let mut batch = vec![f32::NAN; w_rows * GEMM_TILE];
+        gemm(&w, w_rows, &tile, &mut batch);
+        for t in 0..GEMM_TILE {
+            let act_row = &acts[t * stride..(t + 1) * stride];
+            for (m, w_row) in w.chunks_exact(w_row_bytes).enumerate() {
+                let mut one = [f32::NAN];
+                dot(w_row, act_row, stride, &mut one);
+                let b = batch[m * GEMM_TILE + t];
+                prop_assert_eq!(
+                    b.to_bits(),
+                    one[0].to_bits(),
+                    "{} weight row {} act row {}: GEMM tile {} vs decode {}",
+                    ty,
+                    m,
+                    t,
+                    b,
+                    one[0]
                 );
             }
         }

@@ -115,7 +115,10 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
     let qs_offset = if FIVE { 48 } else { 16 };
     let low4 = _mm256_set1_epi8(0x0F);
     let (wp, ap) = (w.as_ptr(), acts.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); N];
+    // Per row and super-block: the exact integer totals (`Σ scale_j Σ w·a` and
+    // `Σ min_j · bsum_j`), then one fused multiply-add each into scalar accumulators. This is
+    // the GEMM tile's arithmetic (`gemm.rs`), so batch and decode give a row the same bits.
+    let mut acc = [0f32; N];
     let mut acc_min = [0f32; N];
     for b in 0..n_blocks {
         // SAFETY (all reads below): block b exists in the weight row and in every
@@ -137,7 +140,7 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
                     _mm256_extracti128_si256(bsums, 1),
                 );
                 let m = hsum_epi32_128(_mm_madd_epi16(mins16, pairs));
-                acc_min[r] += dmin * d_a[r] * m as f32;
+                acc_min[r] = (m as f32).mul_add(dmin * d_a[r], acc_min[r]);
             }
             let mut qh = if FIVE {
                 _mm256_loadu_si256(wb.add(16).cast())
@@ -169,13 +172,14 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
                 }
             }
             for r in 0..N {
-                let scale = _mm256_set1_ps(d * d_a[r]);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[r]), scale, acc[r]);
+                let total = hsum_epi32(sumi[r]);
+                acc[r] = (total as f32).mul_add(d * d_a[r], acc[r]);
             }
         }
     }
-    // SAFETY: same target features as this function.
-    unsafe { finish(&acc, &acc_min, out) }
+    for r in 0..N {
+        out[r] = acc[r] - acc_min[r];
+    }
 }
 
 // ---------------------------------------------------------------------------------------
