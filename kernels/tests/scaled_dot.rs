@@ -9,7 +9,7 @@
 use std::io::Write;
 
 use half::f16;
-use openweight_kernels::dispatch::{self, ActTile, GEMM_TILE, MAX_ACT_ROWS};
+use openweight_kernels::dispatch::{self, ActTile, GemmFn, GEMM_TILE, MAX_ACT_ROWS};
 use openweight_kernels::matmul::{scale_rows, tile_table_lens, tile_tables};
 use openweight_kernels::{format, GgmlType};
 use proptest::prelude::*;
@@ -56,6 +56,61 @@ fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     w
 }
 
+/// `n_rows` activation rows of `cols` random values in `-amplitude..amplitude`, quantized
+/// with `set`'s quantizer for `act` into rows `stride` bytes apart (as the matmul lays them
+/// out; the bytes between rows stay zero).
+fn quantized_rows(
+    set: &dispatch::KernelSet,
+    act: GgmlType,
+    n_rows: usize,
+    cols: usize,
+    stride: usize,
+    amplitude: f32,
+    seed: u64,
+) -> Vec<u8> {
+    let row_bytes = format(act).row_bytes(cols);
+    let mut acts = vec![0u8; n_rows * stride];
+    let quantize = set.quantize(act).expect("quantizer");
+    let mut seed_x = seed | 1;
+    for r in 0..n_rows {
+        let x: Vec<f32> = (0..cols)
+            .map(|_| {
+                seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amplitude
+            })
+            .collect();
+        quantize(&x, &mut acts[r * stride..r * stride + row_bytes]);
+    }
+    acts
+}
+
+/// The GEMM tile kernel's results for `w_rows` weight rows against the [`GEMM_TILE`]
+/// activation rows of type `act` in `acts` (`stride` bytes apart, `n_blocks` blocks each):
+/// `out[m * GEMM_TILE + t]` for weight row `m` and activation row `t`.
+fn tile_results(
+    gemm: GemmFn,
+    act: GgmlType,
+    w: &[u8],
+    w_rows: usize,
+    acts: &[u8],
+    stride: usize,
+    n_blocks: usize,
+) -> Vec<f32> {
+    let (d_len, s_len, sums_len) = tile_table_lens(act, n_blocks);
+    let (mut d, mut s, mut sums) = (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
+    tile_tables(act, acts, stride, n_blocks, &mut d, &mut s, &mut sums);
+    let tile = ActTile {
+        quants: acts,
+        row_stride: stride,
+        d: &d,
+        s: &s,
+        sums: &sums,
+    };
+    let mut out = vec![f32::NAN; w_rows * GEMM_TILE];
+    gemm(w, w_rows, &tile, &mut out);
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -84,18 +139,8 @@ proptest! {
         // Activation rows with a stride larger than a row, as the matmul lays them out.
         let row_bytes = af.row_bytes(cols);
         let stride = row_bytes + 64;
-        let mut acts = vec![0u8; n_rows * stride];
-        let quantize = set.quantize(af.ty).expect("quantizer");
-        let mut seed_x = seed.rotate_left(17) | 1;
-        for r in 0..n_rows {
-            let x: Vec<f32> = (0..cols)
-                .map(|_| {
-                    seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    ((seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amplitude
-                })
-                .collect();
-            quantize(&x, &mut acts[r * stride..r * stride + row_bytes]);
-        }
+        let seed_x = seed.rotate_left(17);
+        let acts = quantized_rows(set, af.ty, n_rows, cols, stride, amplitude, seed_x);
         let scale_stride = 2 * n_blocks + 3;
         let mut table = vec![f32::NAN; n_rows * scale_stride];
         for r in 0..n_rows {
@@ -110,7 +155,8 @@ proptest! {
         scaled(&w, w_rows, &acts, stride, &table, scale_stride, &mut got);
         for m in 0..w_rows {
             let mut want = vec![0f32; n_rows];
-            (set.dot(ty).expect("dot"))(&w[m * row_bytes..(m + 1) * row_bytes], &acts, stride, &mut want);
+            let dot = set.dot(ty).expect("dot");
+            dot(&w[m * row_bytes..(m + 1) * row_bytes], &acts, stride, &mut want);
             for r in 0..n_rows {
                 let g = got[m * n_rows + r];
                 prop_assert_eq!(
@@ -158,24 +204,9 @@ proptest! {
         let w = weights(ty, n_blocks * w_rows, seed);
         let row_bytes = af.row_bytes(cols);
         let stride = row_bytes + 32;
-        let mut acts = vec![0u8; GEMM_TILE * stride];
-        let quantize = set.quantize(af.ty).expect("quantizer");
-        let mut seed_x = seed.rotate_left(29) | 1;
-        for t in 0..GEMM_TILE {
-            let x: Vec<f32> = (0..cols)
-                .map(|_| {
-                    seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                })
-                .collect();
-            quantize(&x, &mut acts[t * stride..t * stride + row_bytes]);
-        }
-        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
-        let (mut d, mut s, mut sums) = (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
-        tile_tables(af.ty, &acts, stride, n_blocks, &mut d, &mut s, &mut sums);
-        let tile = ActTile { quants: &acts, row_stride: stride, d: &d, s: &s, sums: &sums };
-        let mut batch = vec![f32::NAN; w_rows * GEMM_TILE];
-        gemm(&w, w_rows, &tile, &mut batch);
+        let seed_x = seed.rotate_left(29);
+        let acts = quantized_rows(set, af.ty, GEMM_TILE, cols, stride, 1.0, seed_x);
+        let batch = tile_results(gemm, af.ty, &w, w_rows, &acts, stride, n_blocks);
         for t in 0..GEMM_TILE {
             let act_row = &acts[t * stride..(t + 1) * stride];
             let mut table = vec![0f32; 2 * n_blocks];
@@ -229,24 +260,9 @@ proptest! {
         let w_row_bytes = format(ty).row_bytes(cols);
         let row_bytes = af.row_bytes(cols);
         let stride = row_bytes + 32;
-        let mut acts = vec![0u8; GEMM_TILE * stride];
-        let quantize = set.quantize(af.ty).expect("quantizer");
-        let mut seed_x = seed.rotate_left(23) | 1;
-        for t in 0..GEMM_TILE {
-            let x: Vec<f32> = (0..cols)
-                .map(|_| {
-                    seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-                })
-                .collect();
-            quantize(&x, &mut acts[t * stride..t * stride + row_bytes]);
-        }
-        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
-        let (mut d, mut s, mut sums) = (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
-        tile_tables(af.ty, &acts, stride, n_blocks, &mut d, &mut s, &mut sums);
-        let tile = ActTile { quants: &acts, row_stride: stride, d: &d, s: &s, sums: &sums };
-        let mut batch = vec![f32::NAN; w_rows * GEMM_TILE];
-        gemm(&w, w_rows, &tile, &mut batch);
+        let seed_x = seed.rotate_left(23);
+        let acts = quantized_rows(set, af.ty, GEMM_TILE, cols, stride, 1.0, seed_x);
+        let batch = tile_results(gemm, af.ty, &w, w_rows, &acts, stride, n_blocks);
         for t in 0..GEMM_TILE {
             let act_row = &acts[t * stride..(t + 1) * stride];
             for (m, w_row) in w.chunks_exact(w_row_bytes).enumerate() {
