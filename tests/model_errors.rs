@@ -5,21 +5,9 @@
 
 mod model_common;
 
-use model_common::golden;
-use openweight::gguf::{GgufFile, GgufWriter, TensorInfo, Value};
+use model_common::{load_rewritten, Edit};
+use openweight::gguf::{TensorInfo, Value};
 use openweight::model::{Model, ModelError};
-use openweight::tokenizer::Tokenizer;
-
-/// What to do with one tensor while copying: keep, drop, or replace shape/type/bytes.
-enum Edit {
-    Keep,
-    Drop,
-    Replace {
-        ne: Vec<u64>,
-        type_id: u32,
-        bytes: Vec<u8>,
-    },
-}
 
 /// Copies synthetic model `name`, letting `meta` rewrite (or drop, with `None`) metadata
 /// values, `extra` add keys, and `tensor` edit tensors; then loads the result.
@@ -40,39 +28,11 @@ fn load_with_extra_f32_tensor(
     tensor: impl Fn(&TensorInfo, &[u8]) -> Edit,
     extra_tensor: Option<(&str, &[f32])>,
 ) -> Result<Model, openweight::Error> {
-    let src = GgufFile::open(golden().join(format!("synthetic/models/{name}.gguf"))).unwrap();
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        if k == "general.alignment" {
-            continue;
-        }
-        if let Some(v) = meta(k, v) {
-            w.add_metadata(k.clone(), v).unwrap();
-        }
-    }
-    for (k, v) in extra {
-        w.add_metadata(k.to_string(), v.clone()).unwrap();
-    }
-    for t in src.tensors() {
-        let data = src.tensor_data(t);
-        match tensor(t, data) {
-            Edit::Keep => w
-                .add_tensor(t.name.clone(), &t.ne, t.type_id, data.to_vec())
-                .unwrap(),
-            Edit::Drop => {}
-            Edit::Replace { ne, type_id, bytes } => {
-                w.add_tensor(t.name.clone(), &ne, type_id, bytes).unwrap()
-            }
-        }
-    }
-    if let Some((name, values)) = extra_tensor {
-        let bytes: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
-        w.add_tensor(name, &[values.len() as u64], 0, bytes)
-            .unwrap();
-    }
-    let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
-    Model::from_gguf(file, tokenizer)
+    let extra: Vec<(String, Value)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    load_rewritten(name, meta, &extra, tensor, extra_tensor)
 }
 
 fn model_error(r: Result<Model, openweight::Error>) -> ModelError {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openweight::gguf::{GgufFile, GgufWriter, Value};
+use openweight::gguf::{GgufFile, GgufWriter, TensorInfo, Value};
 use openweight::model::{LogitsMode, Model, Session, SessionOptions};
 use openweight::tokenizer::Tokenizer;
 
@@ -355,13 +355,27 @@ pub fn check_greedy(model: &Model, what: &str, refs: &[RefGreedy]) -> Vec<String
     divergences
 }
 
-/// Copies synthetic model `name` without the tensors `drop`, with `meta` applied to each
-/// metadata entry (`None` removes it) and `extra` keys added, then loads it.
-pub fn load_edited(
+/// What to do with one tensor while copying a model: keep it, drop it, or replace its
+/// shape, type and bytes.
+pub enum Edit {
+    Keep,
+    Drop,
+    Replace {
+        ne: Vec<u64>,
+        type_id: u32,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Copies synthetic model `name`, letting `meta` rewrite (or drop, with `None`) each
+/// metadata value, `extra` add keys, `tensor` edit each tensor and `extra_f32` add a 1-D F32
+/// tensor `(name, values)`; then loads the result.
+pub fn load_rewritten(
     name: &str,
-    drop: &[&str],
     meta: impl Fn(&str, &Value) -> Option<Value>,
     extra: &[(String, Value)],
+    tensor: impl Fn(&TensorInfo, &[u8]) -> Edit,
+    extra_f32: Option<(&str, &[f32])>,
 ) -> Result<Model, openweight::Error> {
     let src = GgufFile::open(golden().join(format!("synthetic/models/{name}.gguf"))).unwrap();
     let mut w = GgufWriter::new();
@@ -377,19 +391,42 @@ pub fn load_edited(
         w.add_metadata(k.clone(), v.clone()).unwrap();
     }
     for t in src.tensors() {
-        if !drop.contains(&t.name.as_str()) {
-            w.add_tensor(
-                t.name.clone(),
-                &t.ne,
-                t.type_id,
-                src.tensor_data(t).to_vec(),
-            )
-            .unwrap();
+        let data = src.tensor_data(t);
+        match tensor(t, data) {
+            Edit::Keep => w
+                .add_tensor(t.name.clone(), &t.ne, t.type_id, data.to_vec())
+                .unwrap(),
+            Edit::Drop => {}
+            Edit::Replace { ne, type_id, bytes } => {
+                w.add_tensor(t.name.clone(), &ne, type_id, bytes).unwrap()
+            }
         }
+    }
+    if let Some((name, values)) = extra_f32 {
+        let bytes: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
+        w.add_tensor(name, &[values.len() as u64], 0, bytes)
+            .unwrap();
     }
     let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
     let tokenizer = Tokenizer::from_gguf(&file).unwrap();
     Model::from_gguf(file, tokenizer)
+}
+
+/// [`load_rewritten`] without the tensors `drop` (and no other tensor edit).
+pub fn load_edited(
+    name: &str,
+    drop: &[&str],
+    meta: impl Fn(&str, &Value) -> Option<Value>,
+    extra: &[(String, Value)],
+) -> Result<Model, openweight::Error> {
+    let tensor = |t: &TensorInfo, _: &[u8]| {
+        if drop.contains(&t.name.as_str()) {
+            Edit::Drop
+        } else {
+            Edit::Keep
+        }
+    };
+    load_rewritten(name, meta, extra, tensor, None)
 }
 
 /// The usual edit of [`load_edited`]: synthetic model `name` without metadata key `drop_key`
