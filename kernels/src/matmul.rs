@@ -718,6 +718,34 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// Runs `kernel(weight rows, m, results)` over the weight rows of `block`, at most
+    /// [`SCALED_ROWS`] at a time; each call leaves `m * n_tokens` results `[row][token]` in
+    /// `rows_out`, which go to the token segments of the output.
+    #[inline]
+    fn by_row_groups(
+        &self,
+        block: &Range<usize>,
+        n_tokens: usize,
+        rows_out: &mut [f32],
+        segments: &mut [&mut [f32]; MAX_ACT_ROWS],
+        mut kernel: impl FnMut(&[u8], usize, &mut [f32]),
+    ) {
+        let mut k0 = 0;
+        while k0 < block.len() {
+            let m = (block.len() - k0).min(SCALED_ROWS);
+            let r0 = block.start + k0;
+            let w_rows = &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
+            let res = &mut rows_out[..m * n_tokens];
+            kernel(w_rows, m, res);
+            for (k, row) in res.chunks_exact(n_tokens).enumerate() {
+                for (segment, &v) in segments.iter_mut().zip(row) {
+                    segment[k0 + k] = v;
+                }
+            }
+            k0 += m;
+        }
+    }
+
     /// Computes `y[t][r]` for `r` in `rows` and `t` in `tokens`. The caller guarantees that
     /// no other job writes this rectangle of `out`.
     fn run(&self, out: SharedOut<'_>, rows: Range<usize>, tokens: Range<usize>) {
@@ -750,49 +778,28 @@ impl<'a> Work<'a> {
                             s: &tt.s[i * tt.s_stride..(i + 1) * tt.s_stride],
                             sums: &tt.sums[i * tt.sums_stride..(i + 1) * tt.sums_stride],
                         };
-                        let mut k0 = 0;
-                        while k0 < block.len() {
-                            let m = (block.len() - k0).min(SCALED_ROWS);
-                            let r0 = block.start + k0;
-                            let w_rows =
-                                &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
-                            let res = &mut rows_out[..m * GEMM_TILE];
-                            gemm(w_rows, m, &tile, res);
-                            for (k, row) in res.chunks_exact(GEMM_TILE).enumerate() {
-                                for (segment, &v) in segments.iter_mut().zip(row) {
-                                    segment[k0 + k] = v;
-                                }
-                            }
-                            k0 += m;
-                        }
+                        self.by_row_groups(
+                            &block,
+                            GEMM_TILE,
+                            &mut rows_out,
+                            &mut segments,
+                            |w_rows, m, res| gemm(w_rows, m, &tile, res),
+                        );
                     }
                     (_, Some(scaled)) if self.scale_stride > 0 => {
                         // Up to SCALED_ROWS weight rows per call, results [row][token].
                         let scales =
                             &self.scales[t0 * self.scale_stride..(t0 + nt) * self.scale_stride];
-                        let mut k0 = 0;
-                        while k0 < block.len() {
-                            let m = (block.len() - k0).min(SCALED_ROWS);
-                            let r0 = block.start + k0;
-                            let w_rows =
-                                &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
-                            let res = &mut rows_out[..m * nt];
-                            scaled(
-                                w_rows,
-                                m,
-                                acts,
-                                self.act_stride,
-                                scales,
-                                self.scale_stride,
-                                res,
-                            );
-                            for (k, row) in res.chunks_exact(nt).enumerate() {
-                                for (segment, &v) in segments.iter_mut().zip(row) {
-                                    segment[k0 + k] = v;
-                                }
-                            }
-                            k0 += m;
-                        }
+                        let (act_stride, scale_stride) = (self.act_stride, self.scale_stride);
+                        self.by_row_groups(
+                            &block,
+                            nt,
+                            &mut rows_out,
+                            &mut segments,
+                            |w_rows, m, res| {
+                                scaled(w_rows, m, acts, act_stride, scales, scale_stride, res)
+                            },
+                        );
                     }
                     _ => {
                         let tile_out = &mut tile_out[..nt];

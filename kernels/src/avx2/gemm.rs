@@ -41,7 +41,7 @@ use super::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, offset_shift, signed, unpack, weight_block_bytes,
     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use super::util::{f16_at, q4k_scales_mins};
+use super::util::{f16_at, q45k_chunk, q4k_scales_mins, totals_from_pairs};
 use crate::dispatch::{ActTile, GEMM_TILE};
 
 /// Weight rows handled together (each activation load feeds this many products).
@@ -110,14 +110,7 @@ unsafe fn block_totals<const KIND: u8>(w: __m256i, a: *const u8, stride: usize) 
             pair::<KIND>(w, w_abs, a.add(6 * stride), stride),
         )
     };
-    // Per 128-bit lane: [row 0, 1, 2, 3] (and [4, 5, 6, 7]), low lane holding the sums of
-    // the first halves of the rows' products, high lane the second halves.
-    let q0123 = _mm256_hadd_epi32(q01, q23);
-    let q4567 = _mm256_hadd_epi32(q45, q67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256(q0123, q4567, 0x20),
-        _mm256_permute2x128_si256(q0123, q4567, 0x31),
-    )
+    totals_from_pairs(q01, q23, q45, q67)
 }
 
 /// `R` (≤ [`MW`]) weight rows at `w` (`row_bytes` apart, `n_blocks` blocks each) against
@@ -353,8 +346,6 @@ unsafe fn q45k_row<const FIVE: bool>(
     out: &mut [f32],
 ) {
     let block_bytes = if FIVE { 176 } else { 144 };
-    let qs_offset = if FIVE { 48 } else { 16 };
-    let low4 = _mm256_set1_epi8(0x0F);
     let stride = tile.row_stride;
     let mut acc = _mm256_setzero_ps();
     let mut acc_min = _mm256_setzero_ps();
@@ -370,20 +361,10 @@ unsafe fn q45k_row<const FIVE: bool>(
             let mut qh = if FIVE {
                 _mm256_loadu_si256(wb.add(16).cast())
             } else {
-                low4
+                _mm256_setzero_si256()
             };
             for c in 0..4 {
-                let q = _mm256_loadu_si256(wb.add(qs_offset + 32 * c).cast());
-                let mut lo = _mm256_and_si256(q, low4);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-                if FIVE {
-                    // Fifth bits: bit 2c of qh[l] for the low nibbles, 2c + 1 for the high.
-                    let b0 = _mm256_and_si256(qh, _mm256_set1_epi8(1));
-                    let b1 = _mm256_and_si256(qh, _mm256_set1_epi8(2));
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 3));
-                    qh = _mm256_srli_epi16(qh, 2);
-                }
+                let (lo, hi) = q45k_chunk::<FIVE>(wb, c, &mut qh);
                 let s_lo = _mm256_set1_epi16(((sc >> (16 * c)) & 0xFF) as i16);
                 let s_hi = _mm256_set1_epi16(((sc >> (16 * c + 8)) & 0xFF) as i16);
                 sub_block(lo, s_lo, a.add(64 * c), stride, &mut pairs);

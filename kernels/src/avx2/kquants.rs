@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 
 use super::util::{
     check_dot_args, dispatch_rows, f16_at, f32_at, hsum_epi32, hsum_epi32_128, hsum_ps, nibbles_32,
-    q4k_scales_mins,
+    q45k_chunk, q4k_scales_mins,
 };
 use crate::blocks::IQ4NL_TABLE;
 
@@ -112,8 +112,6 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
     out: &mut [f32],
 ) {
     let block_bytes = if FIVE { 176 } else { 144 };
-    let qs_offset = if FIVE { 48 } else { 16 };
-    let low4 = _mm256_set1_epi8(0x0F);
     let (wp, ap) = (w.as_ptr(), acts.as_ptr());
     // Per row and super-block: the exact integer totals (`Σ scale_j Σ w·a` and
     // `Σ min_j · bsum_j`), then one fused multiply-add each into scalar accumulators. This is
@@ -145,21 +143,11 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
             let mut qh = if FIVE {
                 _mm256_loadu_si256(wb.add(16).cast())
             } else {
-                low4
+                _mm256_setzero_si256()
             };
             let mut sumi = [_mm256_setzero_si256(); N];
             for c in 0..4 {
-                let q = _mm256_loadu_si256(wb.add(qs_offset + 32 * c).cast());
-                let mut lo = _mm256_and_si256(q, low4);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-                if FIVE {
-                    // Fifth bits: bit 2c of qh[l] for the low nibbles, 2c + 1 for the high.
-                    let b0 = _mm256_and_si256(qh, _mm256_set1_epi8(1));
-                    let b1 = _mm256_and_si256(qh, _mm256_set1_epi8(2));
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 3));
-                    qh = _mm256_srli_epi16(qh, 2);
-                }
+                let (lo, hi) = q45k_chunk::<FIVE>(wb, c, &mut qh);
                 let s_lo = _mm256_set1_epi16(((sc >> (16 * c)) & 0xFF) as i16);
                 let s_hi = _mm256_set1_epi16(((sc >> (16 * c + 8)) & 0xFF) as i16);
                 for (r, sumi) in sumi.iter_mut().enumerate() {

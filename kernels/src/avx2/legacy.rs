@@ -24,10 +24,12 @@
 use std::arch::x86_64::*;
 
 use super::legacy_layout::{
-    act_block_bytes, has_min, offset_shift, signed, unpack, weight_block_bytes, IQ4_NL, Q4_0, Q4_1,
-    Q5_0, Q5_1, Q8_0,
+    act_block_bytes, act_quants_offset, has_min, offset_shift, signed, unpack, weight_block_bytes,
+    IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use super::util::{check_dot_args, dispatch_rows, dot_i8_signed, f16_at, hsum_epi32};
+use super::util::{
+    check_dot_args, dispatch_rows, dot_i8_signed, f16_at, hsum_epi32, totals_from_pairs,
+};
 
 /// Where the f32 activation scales of a `PRE` kernel are (unused otherwise).
 #[derive(Clone, Copy)]
@@ -111,21 +113,6 @@ unsafe fn totals_i16(v: &[__m256i; LANES]) -> __m256i {
     let h2 = _mm256_madd_epi16(_mm256_hadd_epi16(v[4], v[5]), ones);
     let h3 = _mm256_madd_epi16(_mm256_hadd_epi16(v[6], v[7]), ones);
     totals_from_pairs(h0, h1, h2, h3)
-}
-
-/// The last two levels of the tree: `h_i` holds, per 128-bit lane, two partial sums of
-/// vector `2i` then two of vector `2i + 1`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn totals_from_pairs(h0: __m256i, h1: __m256i, h2: __m256i, h3: __m256i) -> __m256i {
-    // Per 128-bit lane: one partial sum of each of vectors 0..4 (g0) and 4..8 (g1), the
-    // low lane covering the vectors' first halves, the high lane their second halves.
-    let g0 = _mm256_hadd_epi32(h0, h1);
-    let g1 = _mm256_hadd_epi32(h2, h3);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256(g0, g1, 0x20),
-        _mm256_permute2x128_si256(g0, g1, 0x31),
-    )
 }
 
 /// Reads the f16 at `p` as raw bits.
@@ -257,7 +244,7 @@ unsafe fn block_step<const KIND: u8, const R: usize, const N: usize, const PRE: 
 ) {
     let wbb = weight_block_bytes(KIND);
     let abb = act_block_bytes(KIND);
-    let a_quants = if has_min(KIND) { 4 } else { 2 };
+    let a_quants = act_quants_offset(KIND);
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     {
@@ -358,7 +345,9 @@ unsafe fn pair_step<const KIND: u8, const PRE: bool>(
 ) {
     let wbb = weight_block_bytes(KIND);
     let abb = act_block_bytes(KIND);
-    let (a_quants, w_quants) = if has_min(KIND) { (4, 4) } else { (2, 2) };
+    let a_quants = act_quants_offset(KIND);
+    // Q4_0's quants follow its f16 `d`, Q4_1's its `d` and `m`.
+    let w_quants = if has_min(KIND) { 4 } else { 2 };
     let low4 = _mm256_set1_epi8(0x0F);
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);

@@ -217,6 +217,57 @@ pub(super) unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
     )
 }
 
+/// The last two levels of the tree: `h_i` holds, per 128-bit lane, two partial sums of
+/// vector `2i` then two of vector `2i + 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn totals_from_pairs(
+    h0: __m256i,
+    h1: __m256i,
+    h2: __m256i,
+    h3: __m256i,
+) -> __m256i {
+    // Per 128-bit lane: one partial sum of each of vectors 0..4 (g0) and 4..8 (g1), the
+    // low lane covering the vectors' first halves, the high lane their second halves.
+    let g0 = _mm256_hadd_epi32(h0, h1);
+    let g1 = _mm256_hadd_epi32(h2, h3);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(g0, g1, 0x20),
+        _mm256_permute2x128_si256(g0, g1, 0x31),
+    )
+}
+
+/// Q4_K/Q5_K: the quants of 64-element chunk `c` (sub-blocks `2c` and `2c + 1`) of the
+/// super-block at `wb`, as (low nibbles, high nibbles): 0..=15, or for Q5_K (`FIVE`) 0..=31
+/// with the fifth bits from `qh` (the block's 32 high-bit bytes, shifted right by two for
+/// the next chunk; unused for Q4_K).
+///
+/// # Safety
+/// `wb` must point at a whole Q4_K block (Q5_K with `FIVE`), and `c < 4`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q45k_chunk<const FIVE: bool>(
+    wb: *const u8,
+    c: usize,
+    qh: &mut __m256i,
+) -> (__m256i, __m256i) {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let qs_offset = if FIVE { 48 } else { 16 };
+    // SAFETY: chunk c < 4 of the quants lies inside the block (caller).
+    let q = unsafe { _mm256_loadu_si256(wb.add(qs_offset + 32 * c).cast()) };
+    let mut lo = _mm256_and_si256(q, low4);
+    let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    if FIVE {
+        // Fifth bits: bit 2c of qh[l] for the low nibbles, 2c + 1 for the high.
+        let b0 = _mm256_and_si256(*qh, _mm256_set1_epi8(1));
+        let b1 = _mm256_and_si256(*qh, _mm256_set1_epi8(2));
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 3));
+        *qh = _mm256_srli_epi16(*qh, 2);
+    }
+    (lo, hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
