@@ -327,3 +327,35 @@ fn generation_allocates_nothing_after_the_first_tokens_up_to_the_full_context() 
     let err = session.eval(&[next], LogitsMode::Last).unwrap_err();
     assert!(err.to_string().contains("context"), "full context: {err}");
 }
+
+#[test]
+fn block_count_far_above_the_tensor_count_fails_before_sizing_the_layers() {
+    // Found by fuzzing (model_load): a synthetic model whose `llama.block_count` was
+    // overwritten from 2 to 0x00FF0000 made the loader reserve 16.7M layers (32 GB) up front.
+    let _g = exclusive();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/golden/synthetic/models/llama-q2_k.gguf");
+    let mut bytes = std::fs::read(&path).expect("synthetic model");
+    let key = b"llama.block_count";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the model has a block_count key")
+        + key.len();
+    // Type id (u32 = 4), then the value.
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "block_count is a u32");
+    assert_eq!(bytes[at + 4..at + 8], 2u32.to_le_bytes(), "the model has 2 blocks");
+    for n_block in [0x00FF_0000u32, u32::MAX] {
+        bytes[at + 4..at + 8].copy_from_slice(&n_block.to_le_bytes());
+        let file = TempFile::new("block-count", &bytes);
+        let err = match Model::open(&file.0) {
+            Ok(_) => panic!("block_count {n_block} must not load"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("block_count") && err.contains("tensors"),
+            "block_count {n_block}: {err}"
+        );
+        assert_open_fails_within_bound("block-count", &bytes);
+    }
+}

@@ -135,7 +135,7 @@ fn simd_kernel_modules_are_private_to_the_kernels_crate() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels/src/lib.rs"),
     )
     .expect("kernels/src/lib.rs");
-    for module in ["avx2", "neon"] {
+    for module in ["avx2", "avx512", "neon"] {
         let decl = lib
             .lines()
             .map(code)

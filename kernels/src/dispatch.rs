@@ -175,7 +175,9 @@ pub fn scalar() -> &'static KernelSet {
 /// The best kernels for this CPU, chosen on first use and cached.
 ///
 /// Setting the environment variable `OPENWEIGHT_KERNELS=scalar` before first use forces the
-/// scalar reference (for debugging and for comparing speed).
+/// scalar reference (for debugging and for comparing speed); `OPENWEIGHT_KERNELS=avx2` caps
+/// an x86-64 CPU at the AVX2 set (no AVX-512 VNNI kernels), so both tiers can be tested and
+/// timed on one machine.
 pub fn best() -> &'static KernelSet {
     static BEST: OnceLock<KernelSet> = OnceLock::new();
     BEST.get_or_init(|| {
@@ -195,7 +197,20 @@ fn install_simd(set: &mut KernelSet) {
         && std::arch::is_x86_feature_detected!("f16c")
     {
         crate::avx2::install(set);
+        let capped = std::env::var("OPENWEIGHT_KERNELS").as_deref() == Ok("avx2");
+        if !capped && avx512_vnni_detected() {
+            crate::avx512::install(set);
+        }
     }
+}
+
+/// Whether the CPU has every feature the AVX-512 VNNI kernels need.
+#[cfg(target_arch = "x86_64")]
+fn avx512_vnni_detected() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 #[cfg(target_arch = "aarch64")]

@@ -5,7 +5,8 @@
 //! - [`blocks`]: `#[repr(C)]` block structs, the exact file layout of each type.
 //! - [`formats`]: one descriptor per type (geometry, activation pairing, (de)quantizers).
 //! - `scalar`: the reference implementation of every kernel; the oracle for tests.
-//! - `avx2` / `neon`: SIMD kernels, checked against `scalar` by property tests.
+//! - `avx2` / `avx512` / `neon`: SIMD kernels, checked against `scalar` by property tests
+//!   (`avx512` holds AVX-512 VNNI kernels installed over the AVX2 set where the CPU has them).
 //! - [`dispatch`]: picks the best kernels for the running CPU, once.
 //! - [`matmul`]: `y = W x` for one activation row (GEMV) or many (GEMM) on a rayon pool.
 //!
@@ -21,6 +22,9 @@ mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(target_arch = "aarch64")]
 mod neon;

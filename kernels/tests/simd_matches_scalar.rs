@@ -364,7 +364,14 @@ fn best_is_the_simd_set_when_the_cpu_supports_it() {
         let simd = std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c");
-        if simd {
+        let vnni = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni");
+        let capped = std::env::var("OPENWEIGHT_KERNELS").as_deref() == Ok("avx2");
+        if simd && vnni && !capped {
+            assert_eq!(name, "avx512-vnni");
+        } else if simd {
             assert_eq!(name, "avx2");
         } else {
             eprintln!("NOTE: this x86_64 CPU lacks avx2/fma/f16c; best() is {name}");

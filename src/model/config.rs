@@ -263,6 +263,15 @@ impl Config {
         // Multi-token-prediction blocks (`nextn_predict_layers`, GLM-4.5 style) are stored
         // after the decoder blocks; plain decoding does not run them.
         let n_block = m.count("block_count")?;
+        // Every block has tensors of its own, so a file cannot hold more blocks than tensors.
+        // Checked here, before anything is sized by the block count.
+        let n_tensors = file.tensors().len();
+        if n_block > n_tensors {
+            return Err(m.bad(
+                "block_count",
+                format!("{n_block} blocks, but the file holds only {n_tensors} tensors"),
+            ));
+        }
         let n_nextn = m.u32_opt("nextn_predict_layers")?.unwrap_or(0) as usize;
         if n_nextn >= n_block {
             return Err(m.bad(

@@ -296,7 +296,9 @@ impl Weights {
         let o_dim = config.n_head * config.mla.map_or(config.head_dim_v, |m| m.head_dim_v);
 
         let token_embd = ld.matrix("token_embd.weight", n_vocab, n_embd)?;
-        let mut layers = Vec::with_capacity(config.n_layer);
+        // Grown as layers load (not sized up front): a bad block count fails at its first
+        // missing tensor before it can size anything.
+        let mut layers = Vec::new();
         for i in 0..config.n_layer {
             let n = |role: &str| format!("blk.{i}.{role}");
             let hd = config.head_dim_k;

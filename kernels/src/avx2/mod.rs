@@ -18,9 +18,9 @@ mod float;
 mod gemm;
 mod kquants;
 mod legacy;
-mod legacy_layout;
+pub(crate) mod legacy_layout;
 mod quantize;
-mod util;
+pub(crate) mod util;
 
 use crate::dispatch::KernelSet;
 use crate::types::GgmlType;
