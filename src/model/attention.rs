@@ -14,8 +14,12 @@
 //! keeping its own online-softmax state, merged afterwards by rescaling with
 //! `exp(M_segment - M)`. Task results land in a scratch buffer owned by the caller and are
 //! then merged, normalised and scattered into the `[token][head][dim]` output.
+//!
+//! All working memory lives in the caller's [`AttnScratch`] (one per session): tasks take the
+//! buffers of the pool thread that runs them, so it is freed with the session, never left in
+//! thread-local storage of pool threads that outlive or trail it.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -58,7 +62,7 @@ pub struct AttnParams {
     pub values_in_keys: bool,
 }
 
-/// Per-thread working memory of a task, grown on first use and then reused.
+/// Working memory of the task a pool thread runs, grown on first use and then reused.
 #[derive(Default)]
 struct TaskBufs {
     q: Vec<f32>,
@@ -67,8 +71,23 @@ struct TaskBufs {
     scores: Vec<f32>,
 }
 
-thread_local! {
-    static TASK_BUFS: RefCell<TaskBufs> = RefCell::new(TaskBufs::default());
+/// Reusable working memory of [`attention`]: the tasks' results between the parallel phase
+/// and the merge, and one set of task buffers per pool thread. Keep one per session.
+#[derive(Default)]
+pub struct AttnScratch {
+    results: Vec<f32>,
+    /// Indexed by the pool's thread index; each thread only locks its own entry, so the
+    /// locks are not contended.
+    threads: Vec<Mutex<TaskBufs>>,
+}
+
+impl std::fmt::Debug for AttnScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttnScratch")
+            .field("results", &self.results.len())
+            .field("threads", &self.threads.len())
+            .finish()
+    }
 }
 
 fn grown(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
@@ -83,9 +102,8 @@ fn grown(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// `q` is `[n_tokens][n_head][head_dim_k]`, `out` is `[n_tokens][n_head][head_dim_v]`.
 /// The keys and values of every position the queries see (`0 ..= pos0 + n_tokens - 1`,
 /// or only the last `window` of them for each query) must already be in `cache` for
-/// `layer`; a sliding-window ring must be large enough to still hold them. `scratch`
-/// holds the tasks' results between the parallel phase and the scatter; it is grown as
-/// needed and can be reused across calls.
+/// `layer`; a sliding-window ring must be large enough to still hold them. `scratch` is
+/// grown as needed and reused across calls.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     pool: &rayon::ThreadPool,
@@ -95,7 +113,7 @@ pub fn attention(
     q: &[f32],
     pos0: usize,
     out: &mut [f32],
-    scratch: &mut Vec<f32>,
+    scratch: &mut AttnScratch,
 ) {
     assert!(p.head_dim_k <= MAX_HEAD_DIM && p.head_dim_v <= MAX_HEAD_DIM);
     let (n_head, n_kv, dv) = (p.n_head, p.n_head_kv, p.head_dim_v);
@@ -115,7 +133,12 @@ pub fn attention(
     let seg_len = n_keys.div_ceil(n_seg);
     let rows = Q_BLOCK * group;
     let task_len = rows * (dv + 2);
-    let results = grown(scratch, n_blocks * n_kv * n_seg * task_len);
+    let n_threads = pool.current_num_threads();
+    if scratch.threads.len() < n_threads {
+        scratch.threads.resize_with(n_threads, Mutex::default);
+    }
+    let threads = &scratch.threads;
+    let results = grown(&mut scratch.results, n_blocks * n_kv * n_seg * task_len);
     pool.install(|| {
         results
             .par_chunks_mut(task_len)
@@ -133,8 +156,13 @@ pub fn attention(
                     key_range: keys_lo + seg * seg_len..keys_lo + ((seg + 1) * seg_len).min(n_keys),
                     tiled,
                 };
-                TASK_BUFS.with(|bufs| {
-                    let bufs = &mut *bufs.borrow_mut();
+                {
+                    // Inside `pool.install` every task runs on one of the pool's threads, so
+                    // the index is in range; were it not, sharing entry 0 would only wait.
+                    let index = rayon::current_thread_index().unwrap_or(0);
+                    let entry = threads.get(index).unwrap_or(&threads[0]);
+                    let mut guard = entry.lock().unwrap_or_else(|e| e.into_inner());
+                    let bufs = &mut *guard;
                     let q_rows = grown(&mut bufs.q, (t1 - t0) * group * p.head_dim_k);
                     for (r, row) in q_rows.chunks_exact_mut(p.head_dim_k).enumerate() {
                         let (qi, j) = (r / group, r % group);
@@ -149,7 +177,7 @@ pub fn attention(
                         }
                     }
                     task.run(bufs, task_out);
-                });
+                }
             });
         // Merge the key segments of every (token, head) and normalise:
         // out = sum_s acc_s * exp(M_s - M) / sum_s S_s * exp(M_s - M), M = max_s M_s.
@@ -639,7 +667,7 @@ mod tests {
             &q,
             n_cached,
             &mut out,
-            &mut Vec::new(),
+            &mut AttnScratch::default(),
         );
         let group = n_head / n_head_kv;
         for t in 0..n_new {
@@ -730,7 +758,7 @@ mod tests {
             &q,
             n_cached,
             &mut out,
-            &mut Vec::new(),
+            &mut AttnScratch::default(),
         );
         for t in 0..n_new {
             for h in 0..n_head {
@@ -779,7 +807,7 @@ mod tests {
             &[9.0, -3.0, 1.0, 0.0],
             0,
             &mut out,
-            &mut Vec::new(),
+            &mut AttnScratch::default(),
         );
         assert_eq!(out, vec![0.5, -0.25, 2.0, 8.0]);
     }
@@ -801,7 +829,7 @@ mod tests {
         };
         let mut out = vec![0f32; 1];
         // equal scores: the mean of the visible values 2 and 3
-        attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out, &mut Vec::new());
+        attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out, &mut AttnScratch::default());
         assert_eq!(out[0], 2.5);
     }
 
@@ -835,8 +863,8 @@ mod tests {
             }
             let mut a = vec![0f32; t * n_head * d];
             let mut b = a.clone();
-            attention(&pool(), &full, 0, &p, &q, pos, &mut a, &mut Vec::new());
-            attention(&pool(), &ring, 0, &p, &q, pos, &mut b, &mut Vec::new());
+            attention(&pool(), &full, 0, &p, &q, pos, &mut a, &mut AttnScratch::default());
+            attention(&pool(), &ring, 0, &p, &q, pos, &mut b, &mut AttnScratch::default());
             // equal up to f32 rounding: the ring splits a key run where it wraps, which
             // changes when the online softmax rescales
             for (x, y) in a.iter().zip(&b) {

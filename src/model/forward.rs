@@ -14,7 +14,7 @@ use openweight_kernels::matmul::{can_fuse, matmul, matmul_many, MatRef, MatmulSc
 use rayon::prelude::*;
 
 use super::arch::{EmbeddingScale, FfnActivation};
-use super::attention::{attention, AttnParams};
+use super::attention::{attention, AttnParams, AttnScratch};
 use super::kv_cache::KvCache;
 use super::mla::{mla_attention, MlaScratch};
 use super::moe::{moe_ffn, Experts, MoeScratch};
@@ -37,8 +37,8 @@ pub struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    /// Per-task attention results (see [`attention`]).
-    attn_tasks: Vec<f32>,
+    /// Attention working memory (see [`attention`]).
+    attn_tasks: AttnScratch,
     /// RoPE `[cos, sin]` pairs `[n][n_rot]`.
     cos_sin: Vec<f32>,
     /// The same for the sliding-window layers' RoPE (when it differs).

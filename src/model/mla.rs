@@ -27,7 +27,7 @@ use openweight_kernels::matmul::{matmul, MatmulScratch};
 
 use crate::gguf::GgufFile;
 
-use super::attention::{attention, AttnParams};
+use super::attention::{attention, AttnParams, AttnScratch};
 use super::config::{Config, MlaConfig};
 use super::forward::{project, rms_norm_in_place};
 use super::kv_cache::KvCache;
@@ -52,7 +52,7 @@ pub struct MlaScratch {
     /// Attention output in latent space `[n][n_head][kv_lora_rank]`.
     latent: Vec<f32>,
     /// Attention task results.
-    tasks: Vec<f32>,
+    tasks: AttnScratch,
 }
 
 fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
