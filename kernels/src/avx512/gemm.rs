@@ -1,6 +1,432 @@
-//! AVX-512 VNNI GEMM tiles.
+//! AVX-512 VNNI GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats: Q4_0,
+//! Q5_0 and Q8_0 against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
+//!
+//! Weight rows go across the lanes: 16 weight rows are handled together, and for each
+//! weight block the 16 rows' quants are rearranged into 8 vectors ("groups"), group `k`
+//! holding in 32-bit lane `r` the quants `4k .. 4k + 4` of row `r` as unsigned bytes. For
+//! activation row `t`, each group meets the matching 4 activation quants broadcast to every
+//! lane (`vpdpbusd` with a broadcast memory operand), so after 8 `vpdpbusd` lane `r` holds
+//! the exact block total of weight row `r` with activation row `t`: no horizontal adds. One
+//! conversion and one FMA with the 16 weight scales times the row's activation scale then
+//! finish the block for 16 products. A last 8x16 transpose puts the results in the
+//! `[weight row][activation row]` order of the output.
+//!
+//! The weights enter unsigned (`vpdpbusd` multiplies u8 by i8): Q4_0 / Q5_0 quants `q`
+//! (0..=15, 0..=31) as they are, Q8_0 quants shifted to `q + 128`; the offsets (8, 16, 128)
+//! come back in integers through the activation block sums of [`ActTile::sums`]: each
+//! block's i32 accumulator starts at `-(offset · Σ a)`. Q4_1 / Q5_1 add `m_w · s_a` with a
+//! second FMA. Per product this is the f32 arithmetic of the AVX2 tile (`avx2/gemm.rs`) and
+//! of the AVX2 one-row kernels on the same exact integers, so the results are the same bits.
+//!
+//! The 16 rows' block fields are read with gathers (scales, the Q5 high bits) and 16x4
+//! transposes of 16-byte loads (the quants). The fifth bits of Q5_0 / Q5_1 are spread into
+//! bit 4 of each byte with one `vpmultishiftqb` per group (AVX-512 VBMI, which `install`
+//! checks in addition to the tier's features).
+//!
+//! Overflow bounds (all integer sums exact, `vpdpbusd` does not saturate): a product is at
+//! most 255·128 in magnitude, a block total of 32 of them below 2^21, and the offset term
+//! `128 · Σ a` at most 128·32·128 = 2^19.
 
-use crate::dispatch::KernelSet;
+// The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's declared 1.85.
+#![allow(clippy::incompatible_msrv)]
 
-/// Installs this file's tiles.
-pub(super) fn install(_set: &mut KernelSet) {}
+use std::arch::x86_64::*;
+
+use crate::dispatch::{ActTile, KernelSet, GEMM_TILE};
+use crate::types::GgmlType;
+
+/// Weight kinds the tile body is specialised for.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+
+/// Weight rows per group (one per 32-bit lane of a 512-bit vector).
+const GROUP: usize = 16;
+/// Quant groups of 4 per 32-element block.
+const GROUPS: usize = 8;
+
+/// Bytes per weight block of `kind`.
+const fn weight_block_bytes(kind: u8) -> usize {
+    match kind {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34, // Q8_0
+    }
+}
+
+/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
+const fn has_min(kind: u8) -> bool {
+    matches!(kind, Q4_1 | Q5_1)
+}
+
+/// Whether `kind` carries a fifth bit per quant (`qh`).
+const fn has_high_bits(kind: u8) -> bool {
+    matches!(kind, Q5_0 | Q5_1)
+}
+
+/// Offset of the packed quants (`qs`) inside a weight block.
+const fn quants_offset(kind: u8) -> usize {
+    match kind {
+        Q4_0 | Q8_0 => 2,
+        Q4_1 => 4,
+        Q5_0 => 6,
+        _ => 8, // Q5_1
+    }
+}
+
+/// Offset of the 32 fifth bits (`qh`) inside a Q5_0 / Q5_1 block.
+const fn high_bits_offset(kind: u8) -> usize {
+    if kind == Q5_0 {
+        2
+    } else {
+        4
+    }
+}
+
+/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
+const fn act_block_bytes(kind: u8) -> usize {
+    if has_min(kind) {
+        36
+    } else {
+        34
+    }
+}
+
+/// Offset of the quants inside an activation block.
+const fn act_quants_offset(kind: u8) -> usize {
+    if has_min(kind) {
+        4
+    } else {
+        2
+    }
+}
+
+/// Log2 of the offset that the unsigned weight bytes carry (`q - 8`, `q - 16`, `q + 128`
+/// stored as `q ^ 0x80`), 0 for the kinds with a minimum instead.
+const fn offset_shift(kind: u8) -> u32 {
+    match kind {
+        Q4_0 => 3,
+        Q5_0 => 4,
+        Q8_0 => 7,
+        _ => 0,
+    }
+}
+
+/// The `vpmultishiftqb` control that moves bit `4k + j` of each 32-bit lane of `qh` into
+/// bit 4 of byte `j` of that lane: the byte at qword position `p` takes the 8 bits starting
+/// at `bit - 4` (wrapping inside the qword), where `bit` is that quant's bit.
+const fn high_bit_control(k: usize) -> i64 {
+    let mut control = 0u64;
+    let mut p = 0;
+    while p < 8 {
+        let bit = (p / 4) * 32 + 4 * k + p % 4;
+        control |= (((bit + 60) % 64) as u64) << (8 * p);
+        p += 1;
+    }
+    control as i64
+}
+
+/// The quants of one weight block of [`GROUP`] rows, as [`GROUPS`] vectors of unsigned
+/// bytes (group `k`, lane `r`: quants `4k .. 4k + 4` of row `r`), with the rows' scales
+/// (and minimums) as f32.
+struct Block {
+    /// The quant groups.
+    groups: [__m512i; GROUPS],
+    /// The 16 rows' `d`.
+    d: __m512,
+    /// The 16 rows' `m` (Q4_1 / Q5_1; zero otherwise).
+    m: __m512,
+}
+
+/// Converts the low 16 bits of each 32-bit lane (an f16) to f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn f16_lanes(v: __m512i) -> __m512 {
+    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v))
+}
+
+/// The 4 dwords of the 16 bytes at `p + offsets[r]` for the 16 rows `r`, transposed: vector
+/// `k`, lane `r` = dword `k` of row `r`.
+///
+/// # Safety
+/// 16 bytes must be readable at `p + offsets[r]` for every `r`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn transpose_16x4(p: *const u8, offsets: &[usize; GROUP]) -> [__m512i; 4] {
+    // SAFETY: every load reads the 16 bytes at `p + offsets[r]` (caller).
+    let x = unsafe {
+        let row = |r: usize| _mm_loadu_si128(p.add(offsets[r]).cast());
+        // Vector i, 128-bit lane l: row i + 4l.
+        let quad = |i: usize| {
+            let v = _mm512_castsi128_si512(row(i));
+            let v = _mm512_inserti32x4::<1>(v, row(i + 4));
+            let v = _mm512_inserti32x4::<2>(v, row(i + 8));
+            _mm512_inserti32x4::<3>(v, row(i + 12))
+        };
+        [quad(0), quad(1), quad(2), quad(3)]
+    };
+    let t0 = _mm512_unpacklo_epi32(x[0], x[1]);
+    let t1 = _mm512_unpackhi_epi32(x[0], x[1]);
+    let t2 = _mm512_unpacklo_epi32(x[2], x[3]);
+    let t3 = _mm512_unpackhi_epi32(x[2], x[3]);
+    [
+        _mm512_unpacklo_epi64(t0, t2),
+        _mm512_unpackhi_epi64(t0, t2),
+        _mm512_unpacklo_epi64(t1, t3),
+        _mm512_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// Reads weight block `b` of the 16 rows (row `r` at `w + offsets[r]`) into a [`Block`].
+///
+/// # Safety
+/// Block `b` must lie inside each of the 16 rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn load_block<const KIND: u8>(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    gather_index: __m512i,
+    b: usize,
+) -> Block {
+    // SAFETY (all reads below): each read lies inside block `b` of one of the 16 rows
+    // (caller), whose fields sit at the offsets of `crate::blocks`.
+    unsafe {
+        let p = w.add(b * weight_block_bytes(KIND));
+        let head = _mm512_i32gather_epi32::<1>(gather_index, p.cast());
+        let d = f16_lanes(head);
+        let m = if has_min(KIND) {
+            f16_lanes(_mm512_srli_epi32::<16>(head))
+        } else {
+            _mm512_setzero_ps()
+        };
+        let low = _mm512_set1_epi8(0x0F);
+        let mut groups = [_mm512_setzero_si512(); GROUPS];
+        let q = transpose_16x4(p.add(quants_offset(KIND)), offsets);
+        if KIND == Q8_0 {
+            let high = transpose_16x4(p.add(quants_offset(KIND) + 16), offsets);
+            let flip = _mm512_set1_epi8(-128);
+            for k in 0..4 {
+                groups[k] = _mm512_xor_si512(q[k], flip);
+                groups[k + 4] = _mm512_xor_si512(high[k], flip);
+            }
+        } else {
+            for k in 0..4 {
+                groups[k] = _mm512_and_si512(q[k], low);
+                groups[k + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(q[k]), low);
+            }
+        }
+        if has_high_bits(KIND) {
+            let qh =
+                _mm512_i32gather_epi32::<1>(gather_index, p.add(high_bits_offset(KIND)).cast());
+            let bit4 = _mm512_set1_epi8(0x10);
+            for (k, g) in groups.iter_mut().enumerate() {
+                let control = _mm512_set1_epi64(high_bit_control(k));
+                let spread = _mm512_multishift_epi64_epi8(control, qh);
+                // g | (spread & 0x10)
+                *g = _mm512_ternarylogic_epi32::<0xF8>(*g, spread, bit4);
+            }
+        }
+        Block { groups, d, m }
+    }
+}
+
+/// Transposes the 8 accumulators (vector `t`, lane `r`) into `out[r * 8 + t]` for the 16
+/// rows `r`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn transpose_out(acc: &[__m512; GEMM_TILE], out: &mut [f32; GROUP * GEMM_TILE]) {
+    let u_lo: [__m512; 4] = std::array::from_fn(|j| _mm512_unpacklo_ps(acc[2 * j], acc[2 * j + 1]));
+    let u_hi: [__m512; 4] = std::array::from_fn(|j| _mm512_unpackhi_ps(acc[2 * j], acc[2 * j + 1]));
+    let pd = _mm512_castps_pd;
+    // v[g][i], 128-bit lane l: activation rows 4g .. 4g + 4 of weight row 4l + i.
+    let v: [[__m512; 4]; 2] = std::array::from_fn(|g| {
+        let (a, b) = (pd(u_lo[2 * g]), pd(u_lo[2 * g + 1]));
+        let (c, e) = (pd(u_hi[2 * g]), pd(u_hi[2 * g + 1]));
+        [
+            _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            _mm512_castpd_ps(_mm512_unpacklo_pd(c, e)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(c, e)),
+        ]
+    });
+    // Weight rows i and 4 + i, then 8 + i and 12 + i: lanes l of v[0][i] and v[1][i].
+    let first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    let second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
+    for (i, (&v0, &v1)) in v[0].iter().zip(&v[1]).enumerate() {
+        for (h, index) in [first, second].into_iter().enumerate() {
+            let rows = _mm512_permutex2var_ps(v0, index, v1);
+            let r0 = 8 * h + i;
+            let pair = _mm512_castps_pd(rows);
+            // SAFETY: rows r0 and r0 + 4 (< 16) have their 8 values inside `out`.
+            unsafe {
+                _mm256_storeu_ps(
+                    out.as_mut_ptr().add(r0 * GEMM_TILE),
+                    _mm512_castps512_ps256(rows),
+                );
+                _mm256_storeu_pd(
+                    out.as_mut_ptr().add((r0 + 4) * GEMM_TILE).cast(),
+                    _mm512_extractf64x4_pd::<1>(pair),
+                );
+            }
+        }
+    }
+}
+
+/// [`GROUP`] weight rows (row `r` at `w + offsets[r]`, `n_blocks` blocks each) against
+/// the tile: `out[r * 8 + t]`.
+///
+/// # Safety
+/// `check_gemm_args` must have accepted the tile for `n_blocks` blocks of `KIND`; the 16
+/// rows must be readable, and `offsets[r]` must fit in an i32.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn group<const KIND: u8>(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    n_blocks: usize,
+    tile: &ActTile<'_>,
+    out: &mut [f32; GROUP * GEMM_TILE],
+) {
+    let gather_index = _mm512_loadu_si512(offsets.map(|o| o as i32).as_ptr().cast());
+    let stride = tile.row_stride;
+    let abb = act_block_bytes(KIND);
+    let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
+    let mut acc_min = [_mm512_setzero_ps(); GEMM_TILE];
+    let mut init = [0i32; GEMM_TILE];
+    // SAFETY (all reads below): block b < n_blocks lies inside each of the 16 weight rows
+    // (caller) and inside every tile row, whose quants start at `act_quants_offset` of the
+    // block; the tables hold n_blocks * 8 entries (`check_gemm_args`).
+    unsafe {
+        let a0 = tile.quants.as_ptr().add(act_quants_offset(KIND));
+        for b in 0..n_blocks {
+            let blk = load_block::<KIND>(w, offsets, gather_index, b);
+            if offset_shift(KIND) > 0 {
+                // -(offset · Σ a) for each activation row: the accumulators' start.
+                let sums = _mm256_loadu_si256(tile.sums.as_ptr().add(b * GEMM_TILE).cast());
+                let shifted = _mm256_sll_epi32(sums, _mm_cvtsi32_si128(offset_shift(KIND) as i32));
+                let neg = _mm256_sub_epi32(_mm256_setzero_si256(), shifted);
+                _mm256_storeu_si256(init.as_mut_ptr().cast(), neg);
+            }
+            let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
+            for t in 0..GEMM_TILE {
+                let a = a0.add(t * stride + b * abb);
+                let mut isum = _mm512_set1_epi32(init[t]);
+                for (k, g) in blk.groups.iter().enumerate() {
+                    let quad = _mm512_set1_epi32(a.add(4 * k).cast::<i32>().read_unaligned());
+                    isum = _mm512_dpbusd_epi32(isum, *g, quad);
+                }
+                let scale = _mm512_mul_ps(blk.d, _mm512_set1_ps(*d_a.add(t)));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
+                if has_min(KIND) {
+                    let s_a = _mm512_set1_ps(*tile.s.as_ptr().add(b * GEMM_TILE + t));
+                    acc_min[t] = _mm512_fmadd_ps(blk.m, s_a, acc_min[t]);
+                }
+            }
+        }
+    }
+    if has_min(KIND) {
+        for (a, m) in acc.iter_mut().zip(acc_min) {
+            *a = _mm512_add_ps(*a, m);
+        }
+    }
+    transpose_out(&acc, out);
+}
+
+/// Checks the [`crate::dispatch::GemmFn`] contract for `w_rows` rows of weight blocks of
+/// `w_block_bytes` against a tile of activation blocks of `a_block_bytes`, and returns
+/// (bytes per weight row, blocks per row).
+///
+/// # Panics
+/// On any violation: these are caller bugs (the matmul sizes everything from the shapes).
+fn check_gemm_args(
+    w: &[u8],
+    w_rows: usize,
+    w_block_bytes: usize,
+    tile: &ActTile<'_>,
+    a_block_bytes: usize,
+    needs: (bool, bool),
+    out: &[f32],
+) -> (usize, usize) {
+    assert!(
+        w_rows > 0 && w.len() % w_rows == 0,
+        "{} weight bytes do not split into {w_rows} rows",
+        w.len()
+    );
+    let row_bytes = w.len() / w_rows;
+    assert!(
+        row_bytes % w_block_bytes == 0,
+        "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
+    );
+    assert!(
+        (GROUP - 1) * row_bytes <= i32::MAX as usize,
+        "weight rows of {row_bytes} bytes are too long for 32-bit gather offsets"
+    );
+    let n_blocks = row_bytes / w_block_bytes;
+    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
+    let row_used = n_blocks * a_block_bytes;
+    assert!(
+        tile.row_stride >= row_used
+            && tile.quants.len() >= (GEMM_TILE - 1) * tile.row_stride + row_used,
+        "a tile of {} bytes, rows {} apart, cannot hold {GEMM_TILE} rows of {row_used} bytes",
+        tile.quants.len(),
+        tile.row_stride
+    );
+    let table = n_blocks * GEMM_TILE;
+    let (needs_s, needs_sums) = needs;
+    assert!(
+        tile.d.len() >= table
+            && (!needs_s || tile.s.len() >= table)
+            && (!needs_sums || tile.sums.len() >= table),
+        "tile tables shorter than {table} entries"
+    );
+    (row_bytes, n_blocks)
+}
+
+/// The tile for one weight kind: groups of 16 rows; a last group of fewer rows repeats its
+/// last row in the missing lanes and keeps only its own results.
+fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
+    let (row_bytes, n_blocks) = check_gemm_args(
+        w,
+        w_rows,
+        weight_block_bytes(KIND),
+        tile,
+        act_block_bytes(KIND),
+        (has_min(KIND), offset_shift(KIND) > 0),
+        out,
+    );
+    let mut results = [0f32; GROUP * GEMM_TILE];
+    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
+        let rows = out.len() / GEMM_TILE;
+        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
+        // them; `check_gemm_args` validated the tile and that the offsets fit in an i32.
+        unsafe {
+            group::<KIND>(
+                w.as_ptr().add(g * GROUP * row_bytes),
+                &offsets,
+                n_blocks,
+                tile,
+                &mut results,
+            )
+        };
+        out.copy_from_slice(&results[..out.len()]);
+    }
+}
+
+/// Installs the tiles (they need AVX-512 VBMI on top of the tier's features; without it
+/// the AVX2 tiles stay).
+pub(super) fn install(set: &mut KernelSet) {
+    if !std::arch::is_x86_feature_detected!("avx512vbmi") {
+        return;
+    }
+    set.set_gemm(GgmlType::Q4_0, gemm::<Q4_0>);
+    set.set_gemm(GgmlType::Q4_1, gemm::<Q4_1>);
+    set.set_gemm(GgmlType::Q5_0, gemm::<Q5_0>);
+    set.set_gemm(GgmlType::Q5_1, gemm::<Q5_1>);
+    set.set_gemm(GgmlType::Q8_0, gemm::<Q8_0>);
+}
