@@ -9,15 +9,15 @@ use super::util::{bits_to_bytes, nibbles_32};
 use crate::blocks::IQ4NL_TABLE;
 
 /// Weight kinds the kernel bodies are specialised for.
-pub(super) const Q4_0: u8 = 0;
-pub(super) const Q4_1: u8 = 1;
-pub(super) const Q5_0: u8 = 2;
-pub(super) const Q5_1: u8 = 3;
-pub(super) const Q8_0: u8 = 4;
+pub(crate) const Q4_0: u8 = 0;
+pub(crate) const Q4_1: u8 = 1;
+pub(crate) const Q5_0: u8 = 2;
+pub(crate) const Q5_1: u8 = 3;
+pub(crate) const Q8_0: u8 = 4;
 pub(super) const IQ4_NL: u8 = 5;
 
 /// Bytes per weight block of `kind`.
-pub(super) const fn weight_block_bytes(kind: u8) -> usize {
+pub(crate) const fn weight_block_bytes(kind: u8) -> usize {
     match kind {
         Q4_0 | IQ4_NL => 18,
         Q4_1 => 20,
@@ -28,12 +28,12 @@ pub(super) const fn weight_block_bytes(kind: u8) -> usize {
 }
 
 /// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
-pub(super) const fn has_min(kind: u8) -> bool {
+pub(crate) const fn has_min(kind: u8) -> bool {
     matches!(kind, Q4_1 | Q5_1)
 }
 
 /// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
-pub(super) const fn act_block_bytes(kind: u8) -> usize {
+pub(crate) const fn act_block_bytes(kind: u8) -> usize {
     if has_min(kind) {
         36
     } else {
@@ -42,7 +42,7 @@ pub(super) const fn act_block_bytes(kind: u8) -> usize {
 }
 
 /// Offset of the quants inside an activation block.
-pub(super) const fn act_quants_offset(kind: u8) -> usize {
+pub(crate) const fn act_quants_offset(kind: u8) -> usize {
     if has_min(kind) {
         4
     } else {

@@ -50,7 +50,7 @@ macro_rules! dispatch_rows {
         }
     };
 }
-pub(super) use dispatch_rows;
+pub(crate) use dispatch_rows;
 
 /// Checks the [`crate::dispatch::DotFn`] contract for a weight format of `w_block_bytes`
 /// bytes per block paired with activations of `a_block_bytes` per block, and returns the
@@ -63,7 +63,7 @@ pub(super) use dispatch_rows;
 ///
 /// # Panics
 /// On any violation: these are caller bugs (the matmul sizes everything from the shapes).
-pub(super) fn check_dot_args(
+pub(crate) fn check_dot_args(
     w: &[u8],
     w_block_bytes: usize,
     acts: &[u8],
@@ -98,7 +98,7 @@ pub(super) fn check_dot_args(
 /// `p..p + 2` must be readable; the CPU must have f16c.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees two readable bytes at `p`; unaligned read.
     let bits = unsafe { p.cast::<u16>().read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
@@ -109,7 +109,7 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
 /// # Safety
 /// `p..p + 4` must be readable.
 #[inline]
-pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
+pub(crate) unsafe fn f32_at(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees four readable bytes at `p`; unaligned read.
     unsafe { p.cast::<f32>().read_unaligned() }
 }
@@ -198,7 +198,7 @@ pub(super) unsafe fn dot_i8_signed(w_abs: __m256i, w: __m256i, a: __m256i) -> __
 /// # Safety
 /// `p..p + 12` must be readable.
 #[inline]
-pub(super) unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
+pub(crate) unsafe fn q4k_scales_mins(p: *const u8) -> (u64, u64) {
     // SAFETY: the caller guarantees 12 readable bytes; unaligned reads.
     let (w0, w1, w2) = unsafe {
         (

@@ -14,6 +14,7 @@
 //! AVX2 kernels can be tested and timed on a VNNI machine).
 
 mod dot;
+mod dot_kquants;
 mod gemm;
 
 use crate::dispatch::KernelSet;
