@@ -18,8 +18,9 @@
 //! second FMA. Per product this is the f32 arithmetic of the AVX2 tile (`avx2/gemm.rs`) and
 //! of the AVX2 one-row kernels on the same exact integers, so the results are the same bits.
 //!
-//! The 16 rows' block fields are read with gathers (scales, the Q5 high bits) and 16x4
-//! transposes of 16-byte loads (the quants). The fifth bits of Q5_0 / Q5_1 are spread into
+//! The 16 rows' block fields are read with 16x4 transposes of 16-byte loads (one for the
+//! scale, minimum and Q5 high bits at the block start, one per 16 quant bytes); gathers
+//! for the block heads measured slower. The fifth bits of Q5_0 / Q5_1 are spread into
 //! bit 4 of each byte with one `vpmultishiftqb` per group (AVX-512 VBMI, which `install`
 //! checks in addition to the tier's features).
 //!
@@ -75,15 +76,6 @@ const fn quants_offset(kind: u8) -> usize {
         Q4_1 => 4,
         Q5_0 => 6,
         _ => 8, // Q5_1
-    }
-}
-
-/// Offset of the 32 fifth bits (`qh`) inside a Q5_0 / Q5_1 block.
-const fn high_bits_offset(kind: u8) -> usize {
-    if kind == Q5_0 {
-        2
-    } else {
-        4
     }
 }
 
@@ -187,20 +179,17 @@ unsafe fn transpose_16x4(p: *const u8, offsets: &[usize; GROUP]) -> [__m512i; 4]
 /// Block `b` must lie inside each of the 16 rows.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn load_block<const KIND: u8>(
-    w: *const u8,
-    offsets: &[usize; GROUP],
-    gather_index: __m512i,
-    b: usize,
-) -> Block {
+unsafe fn load_block<const KIND: u8>(w: *const u8, offsets: &[usize; GROUP], b: usize) -> Block {
     // SAFETY (all reads below): each read lies inside block `b` of one of the 16 rows
     // (caller), whose fields sit at the offsets of `crate::blocks`.
     unsafe {
         let p = w.add(b * weight_block_bytes(KIND));
-        let head = _mm512_i32gather_epi32::<1>(gather_index, p.cast());
-        let d = f16_lanes(head);
+        // Dwords 0 and 1 of each row's block: d (low half of dword 0), m (high half, Q4_1
+        // and Q5_1), qh (Q5_0: bytes 2..6, Q5_1: dword 1).
+        let head = transpose_16x4(p, offsets);
+        let d = f16_lanes(head[0]);
         let m = if has_min(KIND) {
-            f16_lanes(_mm512_srli_epi32::<16>(head))
+            f16_lanes(_mm512_srli_epi32::<16>(head[0]))
         } else {
             _mm512_setzero_ps()
         };
@@ -221,8 +210,14 @@ unsafe fn load_block<const KIND: u8>(
             }
         }
         if has_high_bits(KIND) {
-            let qh =
-                _mm512_i32gather_epi32::<1>(gather_index, p.add(high_bits_offset(KIND)).cast());
+            let qh = if KIND == Q5_0 {
+                _mm512_or_si512(
+                    _mm512_srli_epi32::<16>(head[0]),
+                    _mm512_slli_epi32::<16>(head[1]),
+                )
+            } else {
+                head[1]
+            };
             let bit4 = _mm512_set1_epi8(0x10);
             for (k, g) in groups.iter_mut().enumerate() {
                 let control = _mm512_set1_epi64(high_bit_control(k));
@@ -282,7 +277,7 @@ unsafe fn transpose_out(acc: &[__m512; GEMM_TILE], out: &mut [f32; GROUP * GEMM_
 ///
 /// # Safety
 /// `check_gemm_args` must have accepted the tile for `n_blocks` blocks of `KIND`; the 16
-/// rows must be readable, and `offsets[r]` must fit in an i32.
+/// rows must be readable.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn group<const KIND: u8>(
     w: *const u8,
@@ -291,7 +286,6 @@ unsafe fn group<const KIND: u8>(
     tile: &ActTile<'_>,
     out: &mut [f32; GROUP * GEMM_TILE],
 ) {
-    let gather_index = _mm512_loadu_si512(offsets.map(|o| o as i32).as_ptr().cast());
     let stride = tile.row_stride;
     let abb = act_block_bytes(KIND);
     let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
@@ -303,7 +297,7 @@ unsafe fn group<const KIND: u8>(
     unsafe {
         let a0 = tile.quants.as_ptr().add(act_quants_offset(KIND));
         for b in 0..n_blocks {
-            let blk = load_block::<KIND>(w, offsets, gather_index, b);
+            let blk = load_block::<KIND>(w, offsets, b);
             if offset_shift(KIND) > 0 {
                 // -(offset · Σ a) for each activation row: the accumulators' start.
                 let sums = _mm256_loadu_si256(tile.sums.as_ptr().add(b * GEMM_TILE).cast());
@@ -312,13 +306,16 @@ unsafe fn group<const KIND: u8>(
                 _mm256_storeu_si256(init.as_mut_ptr().cast(), neg);
             }
             let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
-            for t in 0..GEMM_TILE {
-                let a = a0.add(t * stride + b * abb);
-                let mut isum = _mm512_set1_epi32(init[t]);
-                for (k, g) in blk.groups.iter().enumerate() {
-                    let quad = _mm512_set1_epi32(a.add(4 * k).cast::<i32>().read_unaligned());
-                    isum = _mm512_dpbusd_epi32(isum, *g, quad);
+            let a = a0.add(b * abb);
+            let mut isum: [__m512i; GEMM_TILE] =
+                std::array::from_fn(|t| _mm512_set1_epi32(init[t]));
+            for (k, g) in blk.groups.iter().enumerate() {
+                for (t, isum) in isum.iter_mut().enumerate() {
+                    let quad = a.add(t * stride + 4 * k).cast::<i32>().read_unaligned();
+                    *isum = _mm512_dpbusd_epi32(*isum, *g, _mm512_set1_epi32(quad));
                 }
+            }
+            for (t, isum) in isum.into_iter().enumerate() {
                 let scale = _mm512_mul_ps(blk.d, _mm512_set1_ps(*d_a.add(t)));
                 acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
                 if has_min(KIND) {
@@ -361,10 +358,6 @@ fn check_gemm_args(
         row_bytes % w_block_bytes == 0,
         "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
     );
-    assert!(
-        (GROUP - 1) * row_bytes <= i32::MAX as usize,
-        "weight rows of {row_bytes} bytes are too long for 32-bit gather offsets"
-    );
     let n_blocks = row_bytes / w_block_bytes;
     assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
     let row_used = n_blocks * a_block_bytes;
@@ -404,7 +397,7 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
         let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
-        // them; `check_gemm_args` validated the tile and that the offsets fit in an i32.
+        // them; `check_gemm_args` validated the tile.
         unsafe {
             group::<KIND>(
                 w.as_ptr().add(g * GROUP * row_bytes),
