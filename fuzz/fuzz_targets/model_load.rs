@@ -1,7 +1,8 @@
 //! Fuzz target: loading a mutated copy of the smallest synthetic model
 //! (`fixtures/golden/synthetic/models/llama-q2_k.gguf`, 480 KiB, embedded in the binary) with
 //! `Tokenizer::from_gguf` + `Model::from_gguf` from bytes, then 4 decode steps (a prompt and
-//! three greedy tokens) in a session with an 8-token context.
+//! three greedy tokens) in a session with an 8-token context, on one worker thread shared by
+//! all inputs.
 //!
 //! The input is not the file itself but a list of patches to the model, so that libFuzzer's
 //! small mutations stay meaningful on a half-megabyte file: each patch is
@@ -15,7 +16,7 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use openweight::gguf::GgufFile;
@@ -72,9 +73,27 @@ fn apply_patches(mut data: &[u8]) -> Vec<u8> {
     file
 }
 
+/// One worker thread shared by every input's session. A private pool per session would
+/// spawn a thread per input and leave it exiting after the pool is dropped (rayon does not
+/// join its threads), and LeakSanitizer, checking right after the input, then reports that
+/// thread's half-torn-down state as leaks.
+fn pool() -> Arc<rayon::ThreadPool> {
+    static POOL: OnceLock<Arc<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .expect("one worker thread"),
+        )
+    })
+    .clone()
+}
+
 // Loading happens before fuzzing starts, outside the per-input timeout.
 fuzz_target!(init: {
     header_len();
+    pool();
 }, |data: &[u8]| {
     let bytes = apply_patches(data);
     let Ok(file) = GgufFile::from_bytes(bytes) else {
@@ -89,7 +108,7 @@ fuzz_target!(init: {
     let options = SessionOptions {
         n_ctx: 8,
         kv_type: KvType::F16,
-        n_threads: 1,
+        pool: Some(pool()),
         ..SessionOptions::default()
     };
     let Ok(mut session) = Session::new(&model, options) else {
