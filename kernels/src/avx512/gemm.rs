@@ -1,5 +1,6 @@
-//! AVX-512 VNNI GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats: Q4_0,
-//! Q5_0 and Q8_0 against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations.
+//! AVX-512 VNNI GEMM tiles ([`crate::dispatch::GemmFn`]) for the 32-element formats (Q4_0,
+//! Q5_0 and Q8_0 against Q8_0 activations, Q4_1 and Q5_1 against Q8_1 activations) and for
+//! Q4_K and Q5_K against Q8_K activations.
 //!
 //! Weight rows go across the lanes: 16 weight rows are handled together, and for each
 //! weight block the 16 rows' quants are rearranged into 8 vectors ("groups"), group `k`
@@ -23,6 +24,13 @@
 //! for the block heads measured slower. The fifth bits of Q5_0 / Q5_1 are spread into
 //! bit 4 of each byte with one `vpmultishiftqb` per group (AVX-512 VBMI, which `install`
 //! checks in addition to the tier's features).
+//!
+//! Q4_K / Q5_K use the same layout per 32-element sub-block: the 8 `vpdpbusd` give the
+//! sub-block dot per lane, one `vpmulld` by the lanes' 6-bit scales adds it to the
+//! super-block total; the mins term comes from `vpdpwssd` of the lanes' mins against the
+//! tile's packed pairs of 16-element activation sums. One conversion and FMA each per
+//! super-block, as in `avx2/gemm.rs` and the Q4_K/Q5_K one-row kernels, so decode and the
+//! tile still agree bit for bit.
 //!
 //! Overflow bounds (all integer sums exact, `vpdpbusd` does not saturate): a product is at
 //! most 255·128 in magnitude, a block total of 32 of them below 2^21, and the offset term
@@ -411,6 +419,238 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Q4_K and Q5_K against Q8_K activations
+
+/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
+const Q8K_BYTES: usize = 292;
+/// Offset of the quants in a Q8_K block.
+const Q8K_QS: usize = 4;
+/// Sub-blocks of 32 elements in a 256-element super-block.
+const SUB_BLOCKS: usize = 8;
+
+/// The per-row fields of one Q4_K / Q5_K super-block of 16 rows: `d` and `dmin` as f32, and
+/// for each sub-block `j` its 6-bit scale (i32 lanes) and its min twice (i16 pairs, for
+/// `vpdpwssd` against the tile's packed pairs of 16-element activation sums).
+struct KHead {
+    /// The rows' `d`.
+    d: __m512,
+    /// The rows' `dmin`.
+    dmin: __m512,
+    /// Sub-block scales.
+    scales: [__m512i; SUB_BLOCKS],
+    /// Sub-block mins, `m | m << 16`.
+    min_pairs: [__m512i; SUB_BLOCKS],
+}
+
+/// Reads the head (d, dmin, the 12 bytes of packed scales and mins) of the super-block at
+/// `p + offsets[r]` for the 16 rows `r`.
+///
+/// # Safety
+/// 16 bytes must be readable at each `p + offsets[r]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_head(p: *const u8, offsets: &[usize; GROUP]) -> KHead {
+    // SAFETY: the caller guarantees 16 readable bytes at each row's `p`.
+    let h = unsafe { transpose_16x4(p, offsets) };
+    let six = _mm512_set1_epi8(0x3F);
+    let four = _mm512_set1_epi8(0x0F);
+    let top = _mm512_set1_epi8(0x30);
+    // Bytes 0..4 hold sub-blocks 0..4, (scale, min) = (q[j] & 63, q[j + 4] & 63); sub-block
+    // 4 + i takes its low 4 bits from q[8 + i] and bits 4..6 from the top two bits of q[i]
+    // (scale) and q[4 + i] (min).
+    let scale_lo = _mm512_and_si512(h[1], six);
+    let min_lo = _mm512_and_si512(h[2], six);
+    let scale_hi = _mm512_or_si512(
+        _mm512_and_si512(h[3], four),
+        _mm512_and_si512(_mm512_srli_epi32::<2>(h[1]), top),
+    );
+    let min_hi = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi32::<4>(h[3]), four),
+        _mm512_and_si512(_mm512_srli_epi32::<2>(h[2]), top),
+    );
+    let byte = |v: __m512i, i: usize| {
+        _mm512_and_si512(
+            _mm512_srl_epi32(v, _mm_cvtsi32_si128(8 * i as i32)),
+            _mm512_set1_epi32(0xFF),
+        )
+    };
+    let scales = std::array::from_fn(|j| {
+        if j < 4 {
+            byte(scale_lo, j)
+        } else {
+            byte(scale_hi, j - 4)
+        }
+    });
+    let min_pairs = std::array::from_fn(|j| {
+        let m = if j < 4 {
+            byte(min_lo, j)
+        } else {
+            byte(min_hi, j - 4)
+        };
+        _mm512_or_si512(m, _mm512_slli_epi32::<16>(m))
+    });
+    KHead {
+        d: f16_lanes(h[0]),
+        dmin: f16_lanes(_mm512_srli_epi32::<16>(h[0])),
+        scales,
+        min_pairs,
+    }
+}
+
+/// Adds `scale_j · Σ w·a` of sub-block `j` to `isum[t]` for the 8 tile rows: `w` holds the
+/// sub-block's quant groups (unsigned, at most 31), `a` its quants in tile row 0.
+///
+/// # Safety
+/// The 8 tile rows must have 32 readable bytes at `a + t * stride`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_sub_block(
+    w: &[__m512i; GROUPS],
+    scale: __m512i,
+    a: *const u8,
+    stride: usize,
+    isum: &mut [__m512i; GEMM_TILE],
+) {
+    let mut dots = [_mm512_setzero_si512(); GEMM_TILE];
+    for (k, g) in w.iter().enumerate() {
+        for (t, dot) in dots.iter_mut().enumerate() {
+            // SAFETY: byte 4k + 3 < 32 of row t is readable (caller).
+            let quad = unsafe { a.add(t * stride + 4 * k).cast::<i32>().read_unaligned() };
+            *dot = _mm512_dpbusd_epi32(*dot, *g, _mm512_set1_epi32(quad));
+        }
+    }
+    // |dot| ≤ 32·31·128 < 2^17, times a scale ≤ 63: below 2^23 per sub-block, 2^26 per
+    // super-block.
+    for (sum, dot) in isum.iter_mut().zip(dots) {
+        *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, scale));
+    }
+}
+
+/// 16 Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE = true`, 176-byte blocks)
+/// weight rows (row `r` at `w + offsets[r]`, `n_blocks` super-blocks each) against the
+/// tile: `out[r * 8 + t]`.
+///
+/// Per super-block and activation row: the exact `Σ_j sc_j · Σ w·a` (lane = weight row)
+/// and the mins term `Σ_j m_j · (bsum_2j + bsum_2j+1)`, then one conversion and FMA for
+/// each, as the AVX2 tile and the one-row kernels do.
+///
+/// # Safety
+/// `check_k_args` must have accepted the tile for `n_blocks` blocks; the 16 rows must be
+/// readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_group<const FIVE: bool>(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    n_blocks: usize,
+    tile: &ActTile<'_>,
+    out: &mut [f32; GROUP * GEMM_TILE],
+) {
+    let block_bytes = if FIVE { 176 } else { 144 };
+    let qs_offset = if FIVE { 48 } else { 16 };
+    let stride = tile.row_stride;
+    let four = _mm512_set1_epi8(0x0F);
+    let bit4 = _mm512_set1_epi8(0x10);
+    let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
+    let mut acc_min = [_mm512_setzero_ps(); GEMM_TILE];
+    // SAFETY (all reads below): super-block b < n_blocks lies inside each of the 16 rows
+    // (caller) and inside every tile row; the tables hold n_blocks * 8 `d` values and
+    // n_blocks * 64 sub-block sums (`check_k_args`).
+    unsafe {
+        for b in 0..n_blocks {
+            let p = w.add(b * block_bytes);
+            let head = k_head(p, offsets);
+            let high = if FIVE {
+                let (h0, h1) = (
+                    transpose_16x4(p.add(16), offsets),
+                    transpose_16x4(p.add(32), offsets),
+                );
+                [h0[0], h0[1], h0[2], h0[3], h1[0], h1[1], h1[2], h1[3]]
+            } else {
+                [_mm512_setzero_si512(); GROUPS]
+            };
+            let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
+            let mut isum = [_mm512_setzero_si512(); GEMM_TILE];
+            for c in 0..4 {
+                let q0 = transpose_16x4(p.add(qs_offset + 32 * c), offsets);
+                let q1 = transpose_16x4(p.add(qs_offset + 32 * c + 16), offsets);
+                let q = [q0[0], q0[1], q0[2], q0[3], q1[0], q1[1], q1[2], q1[3]];
+                for h in 0..2 {
+                    let j = 2 * c + h;
+                    let groups = std::array::from_fn(|k| {
+                        let nibbles = if h == 0 {
+                            _mm512_and_si512(q[k], four)
+                        } else {
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(q[k]), four)
+                        };
+                        if FIVE {
+                            // Bit j of each qh byte to bit 4 (shifts stay inside the byte
+                            // for the bit that is kept).
+                            let moved = if j <= 4 {
+                                _mm512_sll_epi32(high[k], _mm_cvtsi32_si128(4 - j as i32))
+                            } else {
+                                _mm512_srl_epi32(high[k], _mm_cvtsi32_si128(j as i32 - 4))
+                            };
+                            _mm512_ternarylogic_epi32::<0xF8>(nibbles, moved, bit4)
+                        } else {
+                            nibbles
+                        }
+                    });
+                    k_sub_block(&groups, head.scales[j], a.add(32 * j), stride, &mut isum);
+                }
+            }
+            let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
+            let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
+            for t in 0..GEMM_TILE {
+                let mut msum = _mm512_setzero_si512();
+                for (j, pair) in head.min_pairs.iter().enumerate() {
+                    let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
+                    msum = _mm512_dpwssd_epi32(msum, *pair, s);
+                }
+                let d_a = _mm512_set1_ps(*d_a.add(t));
+                let d = _mm512_mul_ps(head.d, d_a);
+                let dmin = _mm512_mul_ps(head.dmin, d_a);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
+                acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, acc_min[t]);
+            }
+        }
+    }
+    for (a, m) in acc.iter_mut().zip(acc_min) {
+        *a = _mm512_sub_ps(*a, m);
+    }
+    transpose_out(&acc, out);
+}
+
+/// The Q4_K (`FIVE = false`) or Q5_K tile: groups of 16 rows as in [`gemm`].
+fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
+    let block_bytes = if FIVE { 176 } else { 144 };
+    let (row_bytes, n_blocks) =
+        check_gemm_args(w, w_rows, block_bytes, tile, Q8K_BYTES, (false, false), out);
+    assert!(
+        tile.sums.len() >= n_blocks * SUB_BLOCKS * GEMM_TILE,
+        "tile sub-block sums shorter than {} entries",
+        n_blocks * SUB_BLOCKS * GEMM_TILE
+    );
+    let mut results = [0f32; GROUP * GEMM_TILE];
+    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
+        let rows = out.len() / GEMM_TILE;
+        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
+        // them; the tile and its tables were checked above.
+        unsafe {
+            k_group::<FIVE>(
+                w.as_ptr().add(g * GROUP * row_bytes),
+                &offsets,
+                n_blocks,
+                tile,
+                &mut results,
+            )
+        };
+        out.copy_from_slice(&results[..out.len()]);
+    }
+}
+
 /// Installs the tiles (they need AVX-512 VBMI on top of the tier's features; without it
 /// the AVX2 tiles stay).
 pub(super) fn install(set: &mut KernelSet) {
@@ -422,4 +662,6 @@ pub(super) fn install(set: &mut KernelSet) {
     set.set_gemm(GgmlType::Q5_0, gemm::<Q5_0>);
     set.set_gemm(GgmlType::Q5_1, gemm::<Q5_1>);
     set.set_gemm(GgmlType::Q8_0, gemm::<Q8_0>);
+    set.set_gemm(GgmlType::Q4_K, gemm_k::<false>);
+    set.set_gemm(GgmlType::Q5_K, gemm_k::<true>);
 }
