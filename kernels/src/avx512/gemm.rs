@@ -651,6 +651,203 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Q6_K against Q8_K activations
+
+/// Bytes of one Q6_K block: ql (128), qh (64), 16 i8 scales, d (f16).
+const Q6K_BYTES: usize = 210;
+/// Offset of the high 2-bit pairs (`qh`) in a Q6_K block.
+const Q6K_QH: usize = 128;
+/// Offset of the 16 sub-block scales in a Q6_K block.
+const Q6K_SCALES: usize = 192;
+
+/// The 16 i8 sub-block scales of the 16 rows (i32 lanes, sign-extended), the same as i16
+/// pairs `(sc_2j, sc_2j+1)` for `vpdpwssd` against the tile's pairs of block sums, and the
+/// rows' `d`.
+///
+/// # Safety
+/// The Q6_K block must be whole at `p + offsets[r]` for every row `r`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn q6k_head(
+    p: *const u8,
+    offsets: &[usize; GROUP],
+) -> ([__m512i; 16], [__m512i; SUB_BLOCKS], __m512) {
+    // SAFETY: bytes 192..208 and 194..210 lie inside each row's block (caller).
+    let (sc, tail) = unsafe {
+        (
+            transpose_16x4(p.add(Q6K_SCALES), offsets),
+            transpose_16x4(p.add(Q6K_SCALES + 2), offsets),
+        )
+    };
+    let scales: [__m512i; 16] = std::array::from_fn(|s| {
+        let shift = _mm_cvtsi32_si128(24 - 8 * (s % 4) as i32);
+        _mm512_srai_epi32::<24>(_mm512_sll_epi32(sc[s / 4], shift))
+    });
+    let pairs = std::array::from_fn(|j| {
+        let low = _mm512_and_si512(scales[2 * j], _mm512_set1_epi32(0xFFFF));
+        _mm512_or_si512(low, _mm512_slli_epi32::<16>(scales[2 * j + 1]))
+    });
+    // d is in bytes 208..210: the high half of dword 3 of the load at 194.
+    (scales, pairs, f16_lanes(_mm512_srli_epi32::<16>(tail[3])))
+}
+
+/// The 8 dword vectors of the 32 bytes at `p + offsets[r]` (vector `k`, lane `r`: bytes
+/// `4k .. 4k + 4` of row `r`).
+///
+/// # Safety
+/// 32 bytes must be readable at each `p + offsets[r]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn transpose_16x8(p: *const u8, offsets: &[usize; GROUP]) -> [__m512i; GROUPS] {
+    // SAFETY: both halves are readable (caller).
+    let (lo, hi) = unsafe {
+        (
+            transpose_16x4(p, offsets),
+            transpose_16x4(p.add(16), offsets),
+        )
+    };
+    [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+}
+
+/// Adds `sc_s · Σ w·a` of the two 16-element sub-blocks of one 32-element chunk to
+/// `isum[t]`: groups 0..4 of `w` with `scales.0`, groups 4..8 with `scales.1`; `a` points
+/// at the chunk's quants in tile row 0.
+///
+/// # Safety
+/// The 8 tile rows must have 32 readable bytes at `a + t * stride`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn q6k_chunk(
+    w: &[__m512i; GROUPS],
+    scales: (__m512i, __m512i),
+    a: *const u8,
+    stride: usize,
+    isum: &mut [__m512i; GEMM_TILE],
+) {
+    for (half, scale) in [scales.0, scales.1].into_iter().enumerate() {
+        let mut dots = [_mm512_setzero_si512(); GEMM_TILE];
+        for (k, g) in w.iter().enumerate().skip(4 * half).take(4) {
+            for (t, dot) in dots.iter_mut().enumerate() {
+                // SAFETY: byte 4k + 3 < 32 of row t is readable (caller).
+                let quad = unsafe { a.add(t * stride + 4 * k).cast::<i32>().read_unaligned() };
+                *dot = _mm512_dpbusd_epi32(*dot, *g, _mm512_set1_epi32(quad));
+            }
+        }
+        // |dot| ≤ 16·63·128 < 2^17, times |sc| ≤ 128: below 2^24 per sub-block, 2^28 per
+        // super-block.
+        for (sum, dot) in isum.iter_mut().zip(dots) {
+            *sum = _mm512_add_epi32(*sum, _mm512_mullo_epi32(dot, scale));
+        }
+    }
+}
+
+/// 16 Q6_K weight rows (row `r` at `w + offsets[r]`, `n_blocks` blocks each) against the
+/// tile: `out[r * 8 + t]`.
+///
+/// The quants `q` (0..=63) enter unsigned; the `- 32` comes back as
+/// `32 · Σ_s sc_s · bsum_s` from the tile's 16-element activation sums (`vpdpwssd`), so per
+/// super-block the total `Σ_s sc_s · Σ (q - 32)·a` is exact (below 2^29), then one
+/// conversion and FMA with `d · d_a`.
+///
+/// # Safety
+/// `check_gemm_args` must have accepted the tile for `n_blocks` Q6_K blocks (and the sums
+/// table holds n_blocks * 64 entries); the 16 rows must be readable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn q6k_group(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    n_blocks: usize,
+    tile: &ActTile<'_>,
+    out: &mut [f32; GROUP * GEMM_TILE],
+) {
+    let stride = tile.row_stride;
+    let four = _mm512_set1_epi8(0x0F);
+    let two_bits = _mm512_set1_epi8(0x30);
+    let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
+    // SAFETY (all reads below): block b < n_blocks lies inside each of the 16 rows (caller)
+    // and inside every tile row; the tables hold n_blocks * 8 `d` values and n_blocks * 64
+    // sums (caller).
+    unsafe {
+        for b in 0..n_blocks {
+            let p = w.add(b * Q6K_BYTES);
+            let (scales, pairs, d) = q6k_head(p, offsets);
+            let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
+            let mut isum = [_mm512_setzero_si512(); GEMM_TILE];
+            for n in 0..2 {
+                let ql = [
+                    transpose_16x8(p.add(64 * n), offsets),
+                    transpose_16x8(p.add(64 * n + 32), offsets),
+                ];
+                let qh = transpose_16x8(p.add(Q6K_QH + 32 * n), offsets);
+                for m in 0..4 {
+                    // Elements 128n + 32m + l: nibble (low for m < 2) of ql[64n + 32(m%2) + l]
+                    // and bits 2m, 2m + 1 of qh[32n + l] as bits 4, 5.
+                    let groups = std::array::from_fn(|k| {
+                        let low = ql[m % 2][k];
+                        let nibble = if m < 2 {
+                            _mm512_and_si512(low, four)
+                        } else {
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(low), four)
+                        };
+                        let high = if m < 2 {
+                            _mm512_sll_epi32(qh[k], _mm_cvtsi32_si128(4 - 2 * m as i32))
+                        } else {
+                            _mm512_srl_epi32(qh[k], _mm_cvtsi32_si128(2 * m as i32 - 4))
+                        };
+                        _mm512_ternarylogic_epi32::<0xF8>(nibble, high, two_bits)
+                    });
+                    let s = 8 * n + 2 * m;
+                    let sc = (scales[s], scales[s + 1]);
+                    q6k_chunk(&groups, sc, a.add(128 * n + 32 * m), stride, &mut isum);
+                }
+            }
+            let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
+            let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
+            for (t, isum) in isum.into_iter().enumerate() {
+                let mut offset = _mm512_setzero_si512();
+                for (j, pair) in pairs.iter().enumerate() {
+                    let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
+                    offset = _mm512_dpwssd_epi32(offset, *pair, s);
+                }
+                let total = _mm512_sub_epi32(isum, _mm512_slli_epi32::<5>(offset));
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*d_a.add(t)));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), scale, acc[t]);
+            }
+        }
+    }
+    transpose_out(&acc, out);
+}
+
+/// The Q6_K tile: groups of 16 rows as in [`gemm`].
+fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
+    let (row_bytes, n_blocks) =
+        check_gemm_args(w, w_rows, Q6K_BYTES, tile, Q8K_BYTES, (false, false), out);
+    assert!(
+        tile.sums.len() >= n_blocks * SUB_BLOCKS * GEMM_TILE,
+        "tile sub-block sums shorter than {} entries",
+        n_blocks * SUB_BLOCKS * GEMM_TILE
+    );
+    let mut results = [0f32; GROUP * GEMM_TILE];
+    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
+        let rows = out.len() / GEMM_TILE;
+        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
+        // them; the tile and its tables were checked above.
+        unsafe {
+            q6k_group(
+                w.as_ptr().add(g * GROUP * row_bytes),
+                &offsets,
+                n_blocks,
+                tile,
+                &mut results,
+            )
+        };
+        out.copy_from_slice(&results[..out.len()]);
+    }
+}
+
 /// Installs the tiles (they need AVX-512 VBMI on top of the tier's features; without it
 /// the AVX2 tiles stay).
 pub(super) fn install(set: &mut KernelSet) {
@@ -664,4 +861,5 @@ pub(super) fn install(set: &mut KernelSet) {
     set.set_gemm(GgmlType::Q8_0, gemm::<Q8_0>);
     set.set_gemm(GgmlType::Q4_K, gemm_k::<false>);
     set.set_gemm(GgmlType::Q5_K, gemm_k::<true>);
+    set.set_gemm(GgmlType::Q6_K, gemm_q6_k);
 }
