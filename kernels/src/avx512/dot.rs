@@ -217,9 +217,8 @@ unsafe fn totals(v: &[__m256i; LANES]) -> __m256i {
 /// (`R · N ≤ 8`), lane `m * N + t` = dot(weight row `m`, activation row `t`); lanes past
 /// `R · N` are not meaningful.
 ///
-/// Weight row `m` is at `w + w_offsets[m]`; `w_offsets` ascend from 0 and stay below
-/// 2^31 (rows may repeat). Before each block the step issues that block's share of
-/// `prefetch`.
+/// Weight row `m` is at `w + w_offsets[m]` (rows may repeat). Before each block the step
+/// issues that block's share of `prefetch`.
 ///
 /// # Safety
 /// Every weight row must hold `n_blocks` blocks of `KIND` and every activation row
@@ -301,8 +300,7 @@ unsafe fn block_step<const KIND: u8, const R: usize, const N: usize, const PRE: 
     let abb = act_block_bytes(KIND);
     let a_quants = act_quants_offset(KIND);
     // SAFETY (all reads below): block b exists in every weight row and in every activation
-    // row t < N, and with `PRE` its scales in `sc` (caller); the gather reads the 4 bytes
-    // at the start of block b of each step row, inside the block.
+    // row t < N, and with `PRE` its scales in `sc` (caller).
     unsafe {
         let mut a = [_mm256_setzero_si256(); N];
         let mut init = [_mm256_setzero_si256(); N];
@@ -457,10 +455,6 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
     out: &mut [f32],
 ) {
     let row_bytes = n_blocks * weight_block_bytes(KIND);
-    assert!(
-        R * row_bytes <= i32::MAX as usize,
-        "weight rows of {row_bytes} bytes are too long for the gather offsets"
-    );
     // Decode (one activation row) streams the weights from memory: while a step walks its
     // blocks, prefetch the bytes of a later step (at least `PREFETCH_BYTES` ahead) in
     // address order, an equal share per block.
@@ -480,8 +474,7 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
             base: base.wrapping_add(distance),
             lines_per_block,
         };
-        // SAFETY: `base + offsets[m]` is row min(m0 + m, w_rows - 1) < w_rows, offsets
-        // ascend from 0 and are at most (R - 1) · row_bytes < 2^31 (asserted); the caller
+        // SAFETY: `base + offsets[m]` is row min(m0 + m, w_rows - 1) < w_rows; the caller
         // guarantees the rest.
         let total = unsafe {
             lanes::<KIND, R, N, PRE>(
