@@ -25,17 +25,14 @@ const TYPES: [GgmlType; 6] = [
 ];
 
 /// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two
-/// bytes, or four for types with a minimum: Q4_1, Q5_1, Q4_K, Q5_K) a finite value,
-/// subnormals and extremes included.
+/// bytes, or four for types with a minimum: Q4_1, Q5_1, Q4_K, Q5_K; Q6_K's `d` at byte
+/// 208) a finite value, subnormals and extremes included.
 fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     let bb = format(ty).block_bytes;
-    let n_f16 = if matches!(
-        ty,
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K
-    ) {
-        2
-    } else {
-        1
+    let f16_fields: &[usize] = match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[0],
     };
     let mut s = seed | 1;
     let mut next = move || {
@@ -46,11 +43,11 @@ fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     };
     let mut w: Vec<u8> = (0..n_blocks * bb).map(|_| next() as u8).collect();
     for block in w.chunks_mut(bb) {
-        for f in 0..n_f16 {
+        for &f in f16_fields {
             let bits = next() as u16;
             let exponent = (bits >> 10) & 0x1F;
             let h = f16::from_bits((bits & 0x83FF) | ((exponent % 31) << 10));
-            block[2 * f..2 * f + 2].copy_from_slice(&h.to_le_bytes());
+            block[f..f + 2].copy_from_slice(&h.to_le_bytes());
         }
     }
     w
@@ -233,18 +230,19 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Q4_K and Q5_K: decode (the dot kernel with one activation row) computes every weight
-    /// row as the GEMM tile computes each of its activation rows (exact integer totals per
-    /// super-block, then one fused multiply-add each for the scales and the mins), so batch
-    /// and decode give the same bits for these types too.
+    /// Q4_K, Q5_K and (where the set has a tile for it) Q6_K: decode (the dot kernel with one
+    /// activation row) computes every weight row as the GEMM tile computes each of its
+    /// activation rows (exact integer totals per super-block, then one fused multiply-add
+    /// each for the scales and the mins), so batch and decode give the same bits for these
+    /// types too.
     #[test]
     fn kquant_decode_equals_the_gemm_tile_bitwise(
-        five in any::<bool>(),
+        which in 0usize..3,
         n_blocks in 1usize..=6,
         w_rows in 1usize..=9,
         seed in any::<u64>(),
     ) {
-        let ty = if five { GgmlType::Q5_K } else { GgmlType::Q4_K };
+        let ty = [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K][which];
         let set = dispatch::best();
         let (Some(dot), Some(gemm)) = (set.dot(ty), set.gemm(ty)) else {
             let _ = writeln!(
