@@ -32,9 +32,6 @@
 //! Overflow bounds (exact): weights as u8 are at most 255 and activations in -128..=127, so
 //! a block total is below 32·255·128 < 2^20, and the offset terms are as small.
 
-// The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's declared 1.85.
-#![allow(clippy::incompatible_msrv)]
-
 use std::arch::x86_64::*;
 
 use super::dot_kquants;

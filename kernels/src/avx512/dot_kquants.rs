@@ -28,9 +28,6 @@
 //! super-block: below 8·16128·128 < 2^24; a super-block total is below 2^31 (see
 //! `avx2/kquants.rs`).
 
-// The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's declared 1.85.
-#![allow(clippy::incompatible_msrv)]
-
 use std::arch::x86_64::*;
 
 use crate::avx2::util::{check_dot_args, dispatch_rows, f16_at, f32_at, q4k_scales_mins};
