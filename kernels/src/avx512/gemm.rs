@@ -46,9 +46,6 @@
 //! most 255·128 in magnitude, a block total of 32 of them below 2^21, and the offset term
 //! `128 · Σ a` at most 128·32·128 = 2^19.
 
-// The AVX-512 intrinsics are stable since Rust 1.89, above the workspace's declared 1.85.
-#![allow(clippy::incompatible_msrv)]
-
 use std::arch::x86_64::*;
 
 use crate::dispatch::{ActTile, KernelSet, GEMM_TILE};
@@ -367,13 +364,13 @@ fn check_gemm_args(
     out: &[f32],
 ) -> (usize, usize) {
     assert!(
-        w_rows > 0 && w.len() % w_rows == 0,
+        w_rows > 0 && w.len().is_multiple_of(w_rows),
         "{} weight bytes do not split into {w_rows} rows",
         w.len()
     );
     let row_bytes = w.len() / w_rows;
     assert!(
-        row_bytes % w_block_bytes == 0,
+        row_bytes.is_multiple_of(w_block_bytes),
         "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
     );
     let n_blocks = row_bytes / w_block_bytes;
