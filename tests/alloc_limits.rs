@@ -343,8 +343,16 @@ fn block_count_far_above_the_tensor_count_fails_before_sizing_the_layers() {
         .expect("the model has a block_count key")
         + key.len();
     // Type id (u32 = 4), then the value.
-    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "block_count is a u32");
-    assert_eq!(bytes[at + 4..at + 8], 2u32.to_le_bytes(), "the model has 2 blocks");
+    assert_eq!(
+        bytes[at..at + 4],
+        4u32.to_le_bytes(),
+        "block_count is a u32"
+    );
+    assert_eq!(
+        bytes[at + 4..at + 8],
+        2u32.to_le_bytes(),
+        "the model has 2 blocks"
+    );
     for n_block in [0x00FF_0000u32, u32::MAX] {
         bytes[at + 4..at + 8].copy_from_slice(&n_block.to_le_bytes());
         let file = TempFile::new("block-count", &bytes);

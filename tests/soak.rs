@@ -165,7 +165,7 @@ fn random_prompt(rng: &mut Rng) -> String {
     let mut s = String::new();
     for _ in 0..n {
         s.push_str(WORDS[(rng.next_u64() % WORDS.len() as u64) as usize]);
-        if rng.next_u64() % 3 != 0 {
+        if !rng.next_u64().is_multiple_of(3) {
             s.push(' ');
         }
     }
@@ -186,7 +186,7 @@ fn one_session(model: &Model, rng: &mut Rng, counts: &Counts, pool: Option<&Arc<
     let n_ctx = 16 + (rng.next_u64() % (MAX_CTX as u64 - 15)) as usize;
     let options = SessionOptions {
         n_ctx,
-        kv_type: if rng.next_u64() % 2 == 0 {
+        kv_type: if rng.next_u64().is_multiple_of(2) {
             KvType::F16
         } else {
             KvType::F32
@@ -224,7 +224,7 @@ fn one_session(model: &Model, rng: &mut Rng, counts: &Counts, pool: Option<&Arc<
 
     let tok = model.tokenizer();
     let prompt = random_prompt(rng);
-    let parse_special = rng.next_u64() % 2 == 0;
+    let parse_special = rng.next_u64().is_multiple_of(2);
     let mut ids = tok
         .encode(&prompt, true, parse_special)
         .expect("the model has the special tokens it adds");
@@ -232,7 +232,7 @@ fn one_session(model: &Model, rng: &mut Rng, counts: &Counts, pool: Option<&Arc<
         ids.push(tok.bos_id().unwrap_or(0));
     }
     ids.truncate(n_ctx / 2);
-    let mode = if rng.next_u64() % 4 == 0 {
+    let mode = if rng.next_u64().is_multiple_of(4) {
         LogitsMode::All
     } else {
         LogitsMode::Last
@@ -277,7 +277,7 @@ fn one_session(model: &Model, rng: &mut Rng, counts: &Counts, pool: Option<&Arc<
     }
     text.push_str(&stream.flush());
     assert!(!stream.has_pending());
-    if rng.next_u64() % 3 == 0 {
+    if rng.next_u64().is_multiple_of(3) {
         // Reuse after clear, then drop.
         session.clear();
         session

@@ -767,7 +767,9 @@ impl<'a> Work<'a> {
                 }
                 match (self.gemm, self.scaled) {
                     (Some(gemm), _)
-                        if nt == GEMM_TILE && t0 % GEMM_TILE == 0 && self.tiles.is_built() =>
+                        if nt == GEMM_TILE
+                            && t0.is_multiple_of(GEMM_TILE)
+                            && self.tiles.is_built() =>
                     {
                         let i = t0 / GEMM_TILE;
                         let tt = &self.tiles;

@@ -637,7 +637,7 @@ fn tile_weights(
             };
             block[at..at + 2].copy_from_slice(&h.to_le_bytes());
         }
-        if matches!(pattern, Pattern::ZeroBlocks) && rng.next_u64() % 3 == 0 {
+        if matches!(pattern, Pattern::ZeroBlocks) && rng.next_u64().is_multiple_of(3) {
             block.fill(0);
         }
     }
@@ -689,6 +689,35 @@ fn tile_acts(act: GgmlType, n_blocks: usize, stride: usize, unit: bool, rng: &mu
 /// The tile kernel for `ty` gives, for every weight row and activation row, the scalar dot
 /// product within 1e-5 of the sum of the blocks' |contributions| (f32 summation order is
 /// all that may differ), and exactly the scalar result when every scale is 1.
+/// Copies of one weight block whose dot products add up to the block's: the block itself, or
+/// for the types whose blocks start with an f16 scale `d` and an f16 min `m` (Q4_1, Q5_1,
+/// Q4_K, Q5_K) the block with `m` zeroed and the block with `d` zeroed.
+fn block_parts(ty: GgmlType, block: &[u8]) -> Vec<Vec<u8>> {
+    if matches!(
+        ty,
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K
+    ) {
+        let (mut scale_only, mut min_only) = (block.to_vec(), block.to_vec());
+        scale_only[2..4].fill(0);
+        min_only[0..2].fill(0);
+        vec![scale_only, min_only]
+    } else {
+        vec![block.to_vec()]
+    }
+}
+
+#[test]
+fn q4_k_tiles_within_the_bound_where_scale_and_min_terms_cancel() {
+    // Found by the proptest below: the two terms of a block cancel, and the tile's and the
+    // scalar kernel's roundings differed by more than 1e-5 of the block's result.
+    for (rows, pattern, seed) in [
+        (5, Pattern::ExtremeScales, 5472777317567471528),
+        (6, Pattern::ZeroBlocks, 7617764268981421316),
+    ] {
+        tile_kernel_matches_scalar(GgmlType::Q4_K, rows, 2, pattern, seed).unwrap();
+    }
+}
+
 fn tile_kernel_matches_scalar(
     ty: GgmlType,
     rows: usize,
@@ -729,18 +758,17 @@ fn tile_kernel_matches_scalar(
     for (m, w_row) in w.chunks(row_bytes).enumerate() {
         let mut want = [0f32; GEMM_TILE];
         dot(w_row, &a, stride, &mut want);
-        // Per block, the scalar contribution of each activation row, to bound the rounding.
+        // Per block, the magnitude of the scalar contribution of each activation row, to bound
+        // the rounding: for the types with a min (`d · Σ w·a + m · s`, signs opposite) each of
+        // the two terms separately, since they can cancel to far below either one.
         let mut abs_terms = [0f64; GEMM_TILE];
         for b in 0..n_blocks {
-            let mut term = [0f32; GEMM_TILE];
-            dot(
-                &w_row[b * wbb..(b + 1) * wbb],
-                &a[b * abb..],
-                stride,
-                &mut term,
-            );
-            for (sum, t) in abs_terms.iter_mut().zip(term) {
-                *sum += f64::from(t.abs());
+            for part in block_parts(ty, &w_row[b * wbb..(b + 1) * wbb]) {
+                let mut term = [0f32; GEMM_TILE];
+                dot(&part, &a[b * abb..], stride, &mut term);
+                for (sum, t) in abs_terms.iter_mut().zip(term) {
+                    *sum += f64::from(t.abs());
+                }
             }
         }
         for t in 0..GEMM_TILE {

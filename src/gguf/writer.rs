@@ -105,7 +105,7 @@ impl GgufWriter {
                 n_dims: ne.len() as u32,
             });
         }
-        if ne[0] % info.block_elems != 0 {
+        if !ne[0].is_multiple_of(info.block_elems) {
             return Err(GgufError::PartialBlock {
                 offset: 0,
                 name,

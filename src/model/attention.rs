@@ -829,7 +829,16 @@ mod tests {
         };
         let mut out = vec![0f32; 1];
         // equal scores: the mean of the visible values 2 and 3
-        attention(&pool(), &cache, 0, &p, &[1.0], 3, &mut out, &mut AttnScratch::default());
+        attention(
+            &pool(),
+            &cache,
+            0,
+            &p,
+            &[1.0],
+            3,
+            &mut out,
+            &mut AttnScratch::default(),
+        );
         assert_eq!(out[0], 2.5);
     }
 
@@ -863,8 +872,26 @@ mod tests {
             }
             let mut a = vec![0f32; t * n_head * d];
             let mut b = a.clone();
-            attention(&pool(), &full, 0, &p, &q, pos, &mut a, &mut AttnScratch::default());
-            attention(&pool(), &ring, 0, &p, &q, pos, &mut b, &mut AttnScratch::default());
+            attention(
+                &pool(),
+                &full,
+                0,
+                &p,
+                &q,
+                pos,
+                &mut a,
+                &mut AttnScratch::default(),
+            );
+            attention(
+                &pool(),
+                &ring,
+                0,
+                &p,
+                &q,
+                pos,
+                &mut b,
+                &mut AttnScratch::default(),
+            );
             // equal up to f32 rounding: the ring splits a key run where it wraps, which
             // changes when the online softmax rescales
             for (x, y) in a.iter().zip(&b) {

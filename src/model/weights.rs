@@ -217,7 +217,7 @@ impl Loader<'_> {
         }
         let f = format(ty);
         let act = format(f.vec_dot_type);
-        if cols % f.block_elems != 0 || cols % act.block_elems != 0 {
+        if !cols.is_multiple_of(f.block_elems) || !cols.is_multiple_of(act.block_elems) {
             return Err(self.type_error(
                 info,
                 &format!(
@@ -269,7 +269,7 @@ impl Loader<'_> {
         let ty = GgmlType::from_id(info.type_id)
             .ok_or_else(|| self.type_error(info, "openweight cannot read this type"))?;
         let f = format(ty);
-        if n % f.block_elems != 0 || self.file.tensor_data(info).len() != f.row_bytes(n) {
+        if !n.is_multiple_of(f.block_elems) || self.file.tensor_data(info).len() != f.row_bytes(n) {
             return Err(self.type_error(info, "its byte size does not match its shape"));
         }
         let mut out = vec![0f32; n];

@@ -190,13 +190,13 @@ fn check_gemm_args(
     out: &[f32],
 ) -> (usize, usize) {
     assert!(
-        w_rows > 0 && w.len() % w_rows == 0,
+        w_rows > 0 && w.len().is_multiple_of(w_rows),
         "{} weight bytes do not split into {w_rows} rows",
         w.len()
     );
     let row_bytes = w.len() / w_rows;
     assert!(
-        row_bytes % w_block_bytes == 0,
+        row_bytes.is_multiple_of(w_block_bytes),
         "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
     );
     let n_blocks = row_bytes / w_block_bytes;

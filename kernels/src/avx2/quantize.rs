@@ -29,7 +29,7 @@ const Q8_K_BYTES: usize = 292;
 /// and `block_bytes` bytes; returns the number of blocks.
 fn check_quantize_args(x: &[f32], out: &[u8], block_elems: usize, block_bytes: usize) -> usize {
     assert!(
-        x.len() % block_elems == 0 && out.len() == x.len() / block_elems * block_bytes,
+        x.len().is_multiple_of(block_elems) && out.len() == x.len() / block_elems * block_bytes,
         "quantize: {} values and {} bytes are not matching whole blocks ({block_elems} values, \
          {block_bytes} bytes)",
         x.len(),

@@ -72,7 +72,7 @@ pub(crate) fn check_dot_args(
     out: &[f32],
 ) -> usize {
     assert!(
-        w.len() % w_block_bytes == 0,
+        w.len().is_multiple_of(w_block_bytes),
         "weight row of {} bytes is not a whole number of {w_block_bytes}-byte blocks",
         w.len()
     );

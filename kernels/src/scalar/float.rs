@@ -35,7 +35,7 @@ fn bf16_le(c: &[u8]) -> f32 {
 /// If the counts differ (caller bug).
 fn fill(dst: &mut [f32], src: &[u8], elem_bytes: usize, convert: fn(&[u8]) -> f32) {
     assert!(
-        src.len() % elem_bytes == 0 && dst.len() == src.len() / elem_bytes,
+        src.len().is_multiple_of(elem_bytes) && dst.len() == src.len() / elem_bytes,
         "dequantize: {} bytes are not {} values of {elem_bytes} bytes",
         src.len(),
         dst.len()
@@ -75,7 +75,7 @@ fn dot_float(
         "dot: {n_rows} activation rows, at most {MAX_ACT_ROWS}"
     );
     assert!(
-        w.len() % elem_bytes == 0,
+        w.len().is_multiple_of(elem_bytes),
         "dot: {} bytes is not whole values",
         w.len()
     );

@@ -66,7 +66,7 @@ pub(crate) fn dequantize_blocks<B: Pod, const N: usize>(
 ) {
     let block_bytes = size_of::<B>();
     assert!(
-        src.len() % block_bytes == 0 && dst.len() == src.len() / block_bytes * N,
+        src.len().is_multiple_of(block_bytes) && dst.len() == src.len() / block_bytes * N,
         "dequantize: {} bytes is not {} whole blocks of {block_bytes} bytes for {} values",
         src.len(),
         dst.len() / N,
@@ -90,7 +90,7 @@ pub(crate) fn quantize_blocks<B: Pod, const N: usize>(
 ) {
     let block_bytes = size_of::<B>();
     assert!(
-        src.len() % N == 0 && dst.len() == src.len() / N * block_bytes,
+        src.len().is_multiple_of(N) && dst.len() == src.len() / N * block_bytes,
         "quantize: {} values and {} bytes are not matching whole blocks ({N} values, {block_bytes} bytes)",
         src.len(),
         dst.len()
@@ -124,7 +124,7 @@ pub(crate) fn dot_blocks<W: Pod, A: Pod, U>(
     let n_blocks = w.len() / w_block_bytes;
     let n_rows = out.len();
     assert!(
-        w.len() % w_block_bytes == 0,
+        w.len().is_multiple_of(w_block_bytes),
         "dot: weight row of {} bytes is not whole {w_block_bytes}-byte blocks",
         w.len()
     );
