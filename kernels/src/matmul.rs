@@ -11,9 +11,11 @@
 //!    L2). For each block it visits the activation rows in tiles of [`MAX_ACT_ROWS`] and
 //!    calls the dot kernel once per (weight row, tile): every weight block is unpacked once
 //!    per tile, not once per activation row. Kernel sets with a [`ScaledDotFn`] for the
-//!    type (AVX2, Q8_0/Q8_1-paired weights) get up to `SCALED_ROWS` weight rows per call
-//!    and the activation scales as an f32 table built once per matmul ([`scale_rows`]).
-//!    Kernel sets with a [`GemmFn`] for the type (AVX2: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q4_K, Q5_K)
+//!    type (AVX2 and AVX-512 VNNI, Q8_0/Q8_1-paired weights) get up to `SCALED_ROWS`
+//!    weight rows per call and the activation scales as an f32 table built once per
+//!    matmul ([`scale_rows`]).
+//!    Kernel sets with a [`GemmFn`] for the type (AVX2: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q4_K, Q5_K;
+//!    AVX-512 VNNI: the same and Q6_K)
 //!    use it for every full tile of [`GEMM_TILE`] activation rows instead, with per-tile
 //!    block-major tables of activation scales and block sums built once per matmul
 //!    ([`tile_tables`]); a last partial tile goes through the kernels above.
@@ -29,9 +31,10 @@
 //! Tiles always start at multiples of [`MAX_ACT_ROWS`] (= [`GEMM_TILE`]), whatever the job
 //! split, so the result never depends on the thread count. It equals one-row (GEMV)
 //! results bit for bit when the kernel gives each activation row of a multi-row call the
-//! value it gives it alone (the scalar kernels do); the AVX2 GEMM tiles sum in another
-//! f32 order than the one-row kernels (`kernels/tests/matmul_props.rs` checks it bitwise
-//! for the scalar set and up to f32 summation order for the best set).
+//! value it gives it alone (the scalar kernels do); the SIMD GEMM tiles and one-row kernels
+//! share their f32 arithmetic per block or super-block, so they agree bit for bit too
+//! (`kernels/tests/scaled_dot.rs`; `kernels/tests/matmul_props.rs` checks the scalar set
+//! bitwise and the best set against it up to f32 summation order).
 
 use std::marker::PhantomData;
 use std::ops::Range;
