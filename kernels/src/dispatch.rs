@@ -79,6 +79,53 @@ pub struct ActTile<'a> {
 /// slices do not hold those sizes (a caller bug).
 pub type GemmFn = fn(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]);
 
+/// Checks the [`GemmFn`] contract for `w_rows` rows of weight blocks of
+/// `w_block_bytes` against a tile of activation blocks of `a_block_bytes`, and returns
+/// (bytes per weight row, blocks per row).
+///
+/// # Panics
+/// On any violation: these are caller bugs (the matmul sizes everything from the shapes).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn check_gemm_args(
+    w: &[u8],
+    w_rows: usize,
+    w_block_bytes: usize,
+    tile: &ActTile<'_>,
+    a_block_bytes: usize,
+    needs: (bool, bool),
+    out: &[f32],
+) -> (usize, usize) {
+    assert!(
+        w_rows > 0 && w.len().is_multiple_of(w_rows),
+        "{} weight bytes do not split into {w_rows} rows",
+        w.len()
+    );
+    let row_bytes = w.len() / w_rows;
+    assert!(
+        row_bytes.is_multiple_of(w_block_bytes),
+        "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
+    );
+    let n_blocks = row_bytes / w_block_bytes;
+    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
+    let row_used = n_blocks * a_block_bytes;
+    assert!(
+        tile.row_stride >= row_used
+            && tile.quants.len() >= (GEMM_TILE - 1) * tile.row_stride + row_used,
+        "a tile of {} bytes, rows {} apart, cannot hold {GEMM_TILE} rows of {row_used} bytes",
+        tile.quants.len(),
+        tile.row_stride
+    );
+    let table = n_blocks * GEMM_TILE;
+    let (needs_s, needs_sums) = needs;
+    assert!(
+        tile.d.len() >= table
+            && (!needs_s || tile.s.len() >= table)
+            && (!needs_sums || tile.sums.len() >= table),
+        "tile tables shorter than {table} entries"
+    );
+    (row_bytes, n_blocks)
+}
+
 /// Quantizes one activation row of f32 values into the blocks of an activation format.
 /// `x.len()` is a multiple of the format's block size and `out` is exactly the row's bytes.
 pub type QuantizeFn = fn(x: &[f32], out: &mut [u8]);

@@ -1,11 +1,12 @@
 //! The 32-element "legacy" block layouts (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) as the AVX2
 //! kernels read them, shared by the one-row kernels (`legacy.rs`) and the GEMM tiles
 //! (`gemm.rs`): kind ids for const generics, block sizes, how the quants go into
-//! `maddubs`, and the unpacking of a weight block into 32 bytes.
+//! `maddubs`, the unpacking of a weight block into 32 bytes, and the argument checks of
+//! the safe wrappers (also used by the AVX-512 kernels in `crate::avx512`).
 
 use std::arch::x86_64::*;
 
-use super::util::{bits_to_bytes, nibbles_32};
+use super::util::{bits_to_bytes, check_dot_args, nibbles_32};
 use crate::blocks::IQ4NL_TABLE;
 
 /// Weight kinds the kernel bodies are specialised for.
@@ -95,4 +96,76 @@ pub(super) unsafe fn unpack<const KIND: u8>(p: *const u8) -> __m256i {
             _ => _mm256_loadu_si256(p.add(2).cast()), // Q8_0
         }
     }
+}
+
+/// Where the f32 activation scales of a kernel reading them from a side table are (see
+/// [`crate::dispatch::ScaledDotFn`]); [`Scales::NONE`] for kernels that read the f16 fields.
+#[derive(Clone, Copy)]
+pub(crate) struct Scales {
+    /// Row 0's `d` values.
+    pub(crate) p: *const f32,
+    /// f32 values from one activation row's scales to the next row's.
+    pub(crate) stride: usize,
+    /// Offset of a row's `s` values (Q8_1) from its `d` values.
+    pub(crate) s_offset: usize,
+}
+
+impl Scales {
+    /// No side table.
+    pub(crate) const NONE: Scales = Scales {
+        p: std::ptr::null(),
+        stride: 0,
+        s_offset: 0,
+    };
+}
+
+/// Checks the arguments of a [`crate::dispatch::ScaledDotFn`] for weight kind `kind` and
+/// returns (blocks per row, activation rows, the scale table).
+///
+/// # Panics
+/// If the slices do not fit the contract (a caller bug).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scaled_dot_args(
+    kind: u8,
+    w: &[u8],
+    w_rows: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    act_scales: &[f32],
+    scale_stride: usize,
+    out: &[f32],
+) -> (usize, usize, Scales) {
+    assert!(
+        w_rows > 0 && w.len().is_multiple_of(w_rows) && out.len().is_multiple_of(w_rows),
+        "{} weight bytes and {} outputs do not split into {w_rows} rows",
+        w.len(),
+        out.len()
+    );
+    let row_bytes = w.len() / w_rows;
+    let n_acts = out.len() / w_rows;
+    let n_blocks = check_dot_args(
+        &w[..row_bytes],
+        weight_block_bytes(kind),
+        acts,
+        act_row_bytes,
+        act_block_bytes(kind),
+        &out[..n_acts],
+    );
+    let per_row = n_blocks * if has_min(kind) { 2 } else { 1 };
+    assert!(
+        scale_stride >= per_row,
+        "scale stride {scale_stride} below the {per_row} scales of a row"
+    );
+    let needed = (n_acts - 1) * scale_stride + per_row;
+    assert!(
+        act_scales.len() >= needed,
+        "activation scales hold {} values, {n_acts} rows need {needed}",
+        act_scales.len()
+    );
+    let scales = Scales {
+        p: act_scales.as_ptr(),
+        stride: scale_stride,
+        s_offset: n_blocks,
+    };
+    (n_blocks, n_acts, scales)
 }

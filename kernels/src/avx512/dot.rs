@@ -36,7 +36,8 @@ use std::arch::x86_64::*;
 
 use super::dot_kquants;
 use crate::avx2::legacy_layout::{
-    act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+    act_block_bytes, act_quants_offset, has_min, scaled_dot_args, weight_block_bytes, Scales, Q4_0,
+    Q4_1, Q5_0, Q5_1, Q8_0,
 };
 use crate::avx2::util::{check_dot_args, dispatch_rows, f16_at};
 use crate::dispatch::KernelSet;
@@ -84,16 +85,6 @@ const fn rows_per_step(n: usize) -> usize {
     } else {
         LANES / n
     }
-}
-
-/// Where the f32 activation scales of a `PRE` kernel are (unused otherwise).
-#[derive(Clone, Copy)]
-struct Scales {
-    p: *const f32,
-    /// f32 values from one activation row's scales to the next row's.
-    stride: usize,
-    /// Offset of a row's `s` values (Q8_1) from its `d` values.
-    s_offset: usize,
 }
 
 /// Software prefetch of a later step's bytes while a [`lanes`] step runs.
@@ -220,7 +211,7 @@ unsafe fn totals(v: &[__m256i; LANES]) -> __m256i {
 /// # Safety
 /// Every weight row must hold `n_blocks` blocks of `KIND` and every activation row
 /// `t < N` (at `ap + t * act_row_bytes`) `n_blocks` activation blocks; with `PRE`, `sc`
-/// must hold their scales (`check_scale_args`).
+/// must hold their scales (`scaled_dot_args`).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -493,32 +484,6 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
     }
 }
 
-/// Checks the f32 scale side table of a `PRE` kernel: every row `r < n_rows` has its
-/// `n_blocks` `d` values (and for `with_min` as many `s` values after them) inside
-/// `act_scales` at `r * scale_stride`.
-///
-/// # Panics
-/// If it does not (a caller bug).
-fn check_scale_args(
-    act_scales: &[f32],
-    scale_stride: usize,
-    n_rows: usize,
-    n_blocks: usize,
-    with_min: bool,
-) {
-    let per_row = n_blocks * if with_min { 2 } else { 1 };
-    assert!(
-        scale_stride >= per_row,
-        "scale stride {scale_stride} below the {per_row} scales of a row"
-    );
-    let needed = (n_rows - 1) * scale_stride + per_row;
-    assert!(
-        act_scales.len() >= needed,
-        "activation scales hold {} values, {n_rows} rows need {needed}",
-        act_scales.len()
-    );
-}
-
 /// Defines the safe [`crate::dispatch::DotFn`] and [`crate::dispatch::ScaledDotFn`]
 /// wrappers for one weight kind.
 macro_rules! legacy_dot_fn {
@@ -533,11 +498,6 @@ macro_rules! legacy_dot_fn {
                 act_block_bytes($kind),
                 out,
             );
-            let no_scales = Scales {
-                p: std::ptr::null(),
-                stride: 0,
-                s_offset: 0,
-            };
             dispatch_rows!(out.len(), N => {
                 // SAFETY: avx2, fma, f16c and avx512f/bw/vl/vnni were detected before
                 // `install` made this function reachable; `check_dot_args` validated the
@@ -545,7 +505,7 @@ macro_rules! legacy_dot_fn {
                 // rows.
                 unsafe {
                     dot_rows::<{ $kind }, 1, N, false>(
-                        w, 1, n_blocks, acts, act_row_bytes, no_scales, out,
+                        w, 1, n_blocks, acts, act_row_bytes, Scales::NONE, out,
                     )
                 }
             })
@@ -561,33 +521,21 @@ macro_rules! legacy_dot_fn {
             scale_stride: usize,
             out: &mut [f32],
         ) {
-            assert!(
-                w_rows > 0 && w.len() % w_rows == 0 && out.len() % w_rows == 0,
-                "{} weight bytes and {} outputs do not split into {w_rows} rows",
-                w.len(),
-                out.len()
-            );
-            let row_bytes = w.len() / w_rows;
-            let n_acts = out.len() / w_rows;
-            let n_blocks = check_dot_args(
-                &w[..row_bytes],
-                weight_block_bytes($kind),
+            let (n_blocks, n_acts, sc) = scaled_dot_args(
+                $kind,
+                w,
+                w_rows,
                 acts,
                 act_row_bytes,
-                act_block_bytes($kind),
-                &out[..n_acts],
+                act_scales,
+                scale_stride,
+                out,
             );
-            check_scale_args(act_scales, scale_stride, n_acts, n_blocks, has_min($kind));
-            let sc = Scales {
-                p: act_scales.as_ptr(),
-                stride: scale_stride,
-                s_offset: n_blocks,
-            };
             dispatch_rows!(n_acts, N => {
                 // SAFETY: avx2, fma, f16c and avx512f/bw/vl/vnni were detected before
                 // `install` made this function reachable; `w` holds `w_rows` rows of the
                 // length `check_dot_args` validated, `out.len() == w_rows * N`, and
-                // `check_scale_args` validated the scale table.
+                // `scaled_dot_args` validated the scale table.
                 unsafe {
                     dot_rows::<{ $kind }, { rows_per_step(N) }, N, true>(
                         w, w_rows, n_blocks, acts, act_row_bytes, sc, out,
