@@ -41,7 +41,7 @@ use super::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, offset_shift, signed, unpack, weight_block_bytes,
     Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use super::util::{f16_at, q45k_chunk, q4k_scales_mins, totals_from_pairs};
+use super::util::{f16_at, q45k_chunk, q4k_scales_mins, totals_from_pairs, Q8K_BYTES, Q8K_QS};
 use crate::dispatch::{check_gemm_args, ActTile, GEMM_TILE};
 
 /// Weight rows handled together (each activation load feeds this many products).
@@ -229,10 +229,6 @@ gemm_fn!(gemm_q8_0, Q8_0);
 // ---------------------------------------------------------------------------------------
 // Q4_K and Q5_K against Q8_K activations
 
-/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
-const Q8K_BYTES: usize = 292;
-/// Offset of the quants in a Q8_K block.
-const Q8K_QS: usize = 4;
 /// Sub-blocks of 32 elements in a 256-element super-block.
 const SUB_BLOCKS: usize = 8;
 

@@ -20,26 +20,9 @@ use std::arch::x86_64::*;
 
 use super::util::{
     check_dot_args, dispatch_rows, f16_at, f32_at, hsum_epi32, hsum_epi32_128, hsum_ps, nibbles_32,
-    q45k_chunk, q4k_scales_mins,
+    prefetch_kquant_block, q45k_chunk, q4k_scales_mins, q8k_block, Q8K_BSUMS, Q8K_BYTES, Q8K_QS,
 };
 use crate::blocks::IQ4NL_TABLE;
-
-/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
-const Q8K_BYTES: usize = 292;
-/// Offset of the quants in a Q8_K block.
-const Q8K_QS: usize = 4;
-/// Offset of the 16 block sums in a Q8_K block.
-const Q8K_BSUMS: usize = 260;
-
-/// Per-row state shared by the kernels: pointer to the row's super-block `b`.
-///
-/// # Safety
-/// Row `r` and block `b` must exist (checked by `check_dot_args`).
-#[inline]
-unsafe fn act_block(ap: *const u8, act_row_bytes: usize, r: usize, b: usize) -> *const u8 {
-    // SAFETY: the caller guarantees the block lies inside the activation slice.
-    unsafe { ap.add(r * act_row_bytes + b * Q8K_BYTES) }
-}
 
 /// From 16 i8 scales (one per 16 elements), the i16 vector that scales the 16 `maddubs`
 /// pairs of 32-element group `m`: scale `2m` in the low 8 lanes, `2m + 1` in the high 8.
@@ -61,30 +44,6 @@ unsafe fn scaled_bsums(scales16: __m256i, a_block: *const u8) -> __m256i {
     // SAFETY: the 32 bytes of block sums lie inside the Q8_K block.
     let bsums = unsafe { _mm256_loadu_si256(a_block.add(Q8K_BSUMS).cast()) };
     _mm256_madd_epi16(scales16, bsums)
-}
-
-/// How far ahead a one-activation-row (decode) kernel prefetches its weight row, which the
-/// matmul walks row after row: past the end of a row this reaches into the next rows.
-/// Measured at 4096x14336 on one thread: 1, 2 and 4 KiB ahead streamed Q6_K ~2x and Q4_K
-/// ~1.3x faster than no software prefetch, 4 KiB best for Q6_K.
-const PREFETCH_BYTES: usize = 4096;
-
-/// Prefetches the `block_bytes` bytes `PREFETCH_BYTES` after the block at `wb` (one
-/// prefetch per cache line; blocks are contiguous, so the lines a block's range leaves
-/// out are covered by the next block's). Only for decode (`N == 1`): a batch rereads the
-/// row from cache for every tile.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prefetch_block<const N: usize>(wb: *const u8, block_bytes: usize) {
-    if N == 1 {
-        let mut off = 0;
-        while off < block_bytes {
-            // Only a hint: the address is never dereferenced (`wrapping_add`), and a
-            // prefetch of an unmapped address does not fault.
-            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH_BYTES + off).cast());
-            off += 64;
-        }
-    }
 }
 
 /// Final reduction shared by all kernels.
@@ -123,14 +82,14 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * block_bytes);
-            prefetch_block::<N>(wb, block_bytes);
+            prefetch_kquant_block::<N>(wb, block_bytes);
             let d = f16_at(wb);
             let dmin = f16_at(wb.add(2));
             let (sc, mn) = q4k_scales_mins(wb.add(4));
             let mins16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(mn as i64));
             let mut d_a = [0f32; N];
             for r in 0..N {
-                let ab = act_block(ap, act_row_bytes, r, b);
+                let ab = q8k_block(ap, act_row_bytes, r, b);
                 d_a[r] = f32_at(ab);
                 let bsums = _mm256_loadu_si256(ab.add(Q8K_BSUMS).cast());
                 let pairs = _mm_hadd_epi16(
@@ -151,7 +110,7 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
                 let s_lo = _mm256_set1_epi16(((sc >> (16 * c)) & 0xFF) as i16);
                 let s_hi = _mm256_set1_epi16(((sc >> (16 * c + 8)) & 0xFF) as i16);
                 for (r, sumi) in sumi.iter_mut().enumerate() {
-                    let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 64 * c);
+                    let a = q8k_block(ap, act_row_bytes, r, b).add(Q8K_QS + 64 * c);
                     let a_lo = _mm256_loadu_si256(a.cast());
                     let a_hi = _mm256_loadu_si256(a.add(32).cast());
                     let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a_lo), s_lo);
@@ -193,14 +152,14 @@ unsafe fn q6k_rows<const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * BLOCK);
-            prefetch_block::<N>(wb, BLOCK);
+            prefetch_kquant_block::<N>(wb, BLOCK);
             let d = f16_at(wb.add(208));
             let scales = _mm_loadu_si128(wb.add(192).cast());
             let scales16 = _mm256_cvtepi8_epi16(scales);
             let mut d_a = [0f32; N];
             let mut sumi = [_mm256_setzero_si256(); N];
             for r in 0..N {
-                let ab = act_block(ap, act_row_bytes, r, b);
+                let ab = q8k_block(ap, act_row_bytes, r, b);
                 d_a[r] = f32_at(ab);
                 // The quants are kept in 0..=63: subtract 32 · Σ scale_k · bsums_k.
                 let offset = _mm256_slli_epi32(scaled_bsums(scales16, ab), 5);
@@ -231,7 +190,7 @@ unsafe fn q6k_rows<const N: usize>(
                 for (j, &qj) in q.iter().enumerate() {
                     let s = pair_scales(scales, 4 * h + j);
                     for (r, sumi) in sumi.iter_mut().enumerate() {
-                        let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 128 * h + 32 * j);
+                        let a = q8k_block(ap, act_row_bytes, r, b).add(Q8K_QS + 128 * h + 32 * j);
                         let a = _mm256_loadu_si256(a.cast());
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qj, a), s);
                         *sumi = _mm256_add_epi32(*sumi, p);
@@ -302,7 +261,7 @@ unsafe fn q23k_rows<const THREE: bool, const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * block_bytes);
-            prefetch_block::<N>(wb, block_bytes);
+            prefetch_kquant_block::<N>(wb, block_bytes);
             let (d, scales) = if THREE {
                 (f16_at(wb.add(108)), q3k_scales(wb.add(96)))
             } else {
@@ -317,7 +276,7 @@ unsafe fn q23k_rows<const THREE: bool, const N: usize>(
             if THREE {
                 let scales16 = _mm256_cvtepi8_epi16(scales);
                 for r in 0..N {
-                    let ab = act_block(ap, act_row_bytes, r, b);
+                    let ab = q8k_block(ap, act_row_bytes, r, b);
                     d_a[r] = f32_at(ab);
                     let offset = _mm256_slli_epi32(scaled_bsums(scales16, ab), 2);
                     sumi[r] = _mm256_sub_epi32(sumi[r], offset);
@@ -328,7 +287,7 @@ unsafe fn q23k_rows<const THREE: bool, const N: usize>(
                 let mins = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
                 let mins16 = _mm256_cvtepu8_epi16(mins);
                 for r in 0..N {
-                    let ab = act_block(ap, act_row_bytes, r, b);
+                    let ab = q8k_block(ap, act_row_bytes, r, b);
                     d_a[r] = f32_at(ab);
                     let m = hsum_epi32(scaled_bsums(mins16, ab));
                     acc_min[r] += dmin * d_a[r] * m as f32;
@@ -352,7 +311,7 @@ unsafe fn q23k_rows<const THREE: bool, const N: usize>(
                     }
                     let s = pair_scales(scales, 4 * h + j);
                     for (r, sumi) in sumi.iter_mut().enumerate() {
-                        let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 128 * h + 32 * j);
+                        let a = q8k_block(ap, act_row_bytes, r, b).add(Q8K_QS + 128 * h + 32 * j);
                         let a = _mm256_loadu_si256(a.cast());
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), s);
                         *sumi = _mm256_add_epi32(*sumi, p);
@@ -396,13 +355,13 @@ unsafe fn iq4xs_rows<const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * BLOCK);
-            prefetch_block::<N>(wb, BLOCK);
+            prefetch_kquant_block::<N>(wb, BLOCK);
             let d = f16_at(wb);
             let scales_h = u32::from(wb.add(2).cast::<u16>().read_unaligned());
             let scales_l = wb.add(4).cast::<u32>().read_unaligned();
             let mut d_a = [0f32; N];
             for (r, d_a) in d_a.iter_mut().enumerate() {
-                *d_a = f32_at(act_block(ap, act_row_bytes, r, b));
+                *d_a = f32_at(q8k_block(ap, act_row_bytes, r, b));
             }
             let mut sumi = [_mm256_setzero_si256(); N];
             for i in 0..8 {
@@ -412,7 +371,7 @@ unsafe fn iq4xs_rows<const N: usize>(
                 let q = _mm256_shuffle_epi8(table, nibbles_32(wb.add(8 + 16 * i)));
                 let q_abs = _mm256_sign_epi8(q, q);
                 for (r, sumi) in sumi.iter_mut().enumerate() {
-                    let a = act_block(ap, act_row_bytes, r, b).add(Q8K_QS + 32 * i);
+                    let a = q8k_block(ap, act_row_bytes, r, b).add(Q8K_QS + 32 * i);
                     let a = _mm256_loadu_si256(a.cast());
                     let pairs = _mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(a, q));
                     *sumi = _mm256_add_epi32(*sumi, _mm256_madd_epi16(pairs, s));

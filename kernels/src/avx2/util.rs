@@ -268,6 +268,52 @@ pub(super) unsafe fn q45k_chunk<const FIVE: bool>(
     (lo, hi)
 }
 
+/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
+pub(crate) const Q8K_BYTES: usize = 292;
+/// Offset of the quants in a Q8_K block.
+pub(crate) const Q8K_QS: usize = 4;
+/// Offset of the 16 block sums in a Q8_K block.
+pub(crate) const Q8K_BSUMS: usize = 260;
+
+/// Pointer to Q8_K super-block `b` of activation row `r`.
+///
+/// # Safety
+/// Row `r` and block `b` must exist (checked by `check_dot_args`).
+#[inline]
+pub(crate) unsafe fn q8k_block(
+    ap: *const u8,
+    act_row_bytes: usize,
+    r: usize,
+    b: usize,
+) -> *const u8 {
+    // SAFETY: the caller guarantees the block lies inside the activation slice.
+    unsafe { ap.add(r * act_row_bytes + b * Q8K_BYTES) }
+}
+
+/// How far ahead a one-activation-row (decode) K-quant kernel prefetches its weight row,
+/// which the matmul walks row after row: past the end of a row this reaches into the next
+/// rows. Measured at 4096x14336 on one thread: 1, 2 and 4 KiB ahead streamed Q6_K ~2x and
+/// Q4_K ~1.3x faster than no software prefetch, 4 KiB best for Q6_K.
+const KQUANT_PREFETCH_BYTES: usize = 4096;
+
+/// Prefetches the `block_bytes` bytes [`KQUANT_PREFETCH_BYTES`] after the block at `wb` (one
+/// prefetch per cache line; blocks are contiguous, so the lines a block's range leaves out
+/// are covered by the next block's). Only for decode (`N == 1`): a batch rereads the row
+/// from cache for every tile.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn prefetch_kquant_block<const N: usize>(wb: *const u8, block_bytes: usize) {
+    if N == 1 {
+        let mut off = 0;
+        while off < block_bytes {
+            // Only a hint: the address is never dereferenced (`wrapping_add`), and a
+            // prefetch of an unmapped address does not fault.
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(KQUANT_PREFETCH_BYTES + off).cast());
+            off += 64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,44 +30,10 @@
 
 use std::arch::x86_64::*;
 
-use crate::avx2::util::{check_dot_args, dispatch_rows, f16_at, f32_at, q4k_scales_mins};
-
-/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
-const Q8K_BYTES: usize = 292;
-/// Offset of the quants in a Q8_K block.
-const Q8K_QS: usize = 4;
-/// Offset of the 16 block sums in a Q8_K block.
-const Q8K_BSUMS: usize = 260;
-
-/// How far ahead decode (`N == 1`) prefetches the weight row, as the AVX2 kernels do (the
-/// matmul walks rows in order, so past a row's end this covers the next rows).
-const PREFETCH_BYTES: usize = 4096;
-
-/// Pointer to super-block `b` of activation row `r`.
-///
-/// # Safety
-/// Row `r` and block `b` must exist (checked by `check_dot_args`).
-#[inline]
-unsafe fn act_block(ap: *const u8, act_row_bytes: usize, r: usize, b: usize) -> *const u8 {
-    // SAFETY: the caller guarantees the block lies inside the activation slice.
-    unsafe { ap.add(r * act_row_bytes + b * Q8K_BYTES) }
-}
-
-/// Prefetches the block's bytes `PREFETCH_BYTES` ahead, one hint per cache line; only for
-/// decode (`N == 1`: a batch rereads the row from cache for every activation tile).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn prefetch_block<const N: usize>(wb: *const u8, block_bytes: usize) {
-    if N == 1 {
-        let mut off = 0;
-        while off < block_bytes {
-            // Only a hint: the address is computed with `wrapping_add` and never
-            // dereferenced, and a prefetch of an unmapped address does not fault.
-            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH_BYTES + off).cast());
-            off += 64;
-        }
-    }
-}
+use crate::avx2::util::{
+    check_dot_args, dispatch_rows, f16_at, f32_at, prefetch_kquant_block, q4k_scales_mins,
+    q8k_block, Q8K_BSUMS, Q8K_BYTES, Q8K_QS,
+};
 
 /// The i16 vector whose pair lane `p` (0..32) holds scale `first + p / (32 / per)`, from
 /// the scales in the low i16 lanes of `scales`: with `per = 2`, lanes 0..16 take scale
@@ -111,7 +77,7 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * block_bytes);
-            prefetch_block::<N>(wb, block_bytes);
+            prefetch_kquant_block::<N>(wb, block_bytes);
             let d = f16_at(wb);
             let dmin = f16_at(wb.add(2));
             let (sc, mn) = q4k_scales_mins(wb.add(4));
@@ -151,7 +117,7 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(
                 s[c] = spread_scales(scales, 2 * c as i16, 2);
             }
             for r in 0..N {
-                let ab = act_block(ap, act_row_bytes, r, b);
+                let ab = q8k_block(ap, act_row_bytes, r, b);
                 let d_a = f32_at(ab);
                 let bsums = _mm256_loadu_si256(ab.add(Q8K_BSUMS).cast());
                 let m = hsum_epi32_256(_mm256_madd_epi16(mins_pairs, bsums));
@@ -208,7 +174,7 @@ unsafe fn q6k_rows<const N: usize>(
         // activation row (`check_dot_args`); offsets follow the block layouts.
         unsafe {
             let wb = wp.add(b * BLOCK);
-            prefetch_block::<N>(wb, BLOCK);
+            prefetch_kquant_block::<N>(wb, BLOCK);
             let d = f16_at(wb.add(208));
             let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(wb.add(192).cast()));
             let scales = _mm512_zextsi256_si512(scales16);
@@ -229,7 +195,7 @@ unsafe fn q6k_rows<const N: usize>(
                 s[2 * h + 1] = spread_scales(scales, 8 * h as i16 + 4, 4);
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let ab = act_block(ap, act_row_bytes, r, b);
+                let ab = q8k_block(ap, act_row_bytes, r, b);
                 let d_a = f32_at(ab);
                 // The quants are kept in 0..=63: start from -32 · Σ scale_k · bsum_k.
                 let bsums = _mm256_loadu_si256(ab.add(Q8K_BSUMS).cast());

@@ -48,36 +48,17 @@
 
 use std::arch::x86_64::*;
 
+use crate::avx2::legacy_layout::{
+    act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+};
+use crate::avx2::util::{Q8K_BYTES, Q8K_QS};
 use crate::dispatch::{check_gemm_args, ActTile, KernelSet, GEMM_TILE};
 use crate::types::GgmlType;
-
-/// Weight kinds the tile body is specialised for.
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q5_1: u8 = 3;
-const Q8_0: u8 = 4;
 
 /// Weight rows per group (one per 32-bit lane of a 512-bit vector).
 const GROUP: usize = 16;
 /// Quant groups of 4 per 32-element block.
 const GROUPS: usize = 8;
-
-/// Bytes per weight block of `kind`.
-const fn weight_block_bytes(kind: u8) -> usize {
-    match kind {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        Q5_1 => 24,
-        _ => 34, // Q8_0
-    }
-}
-
-/// Whether `kind` has a minimum `m` (and pairs with Q8_1 activations).
-const fn has_min(kind: u8) -> bool {
-    matches!(kind, Q4_1 | Q5_1)
-}
 
 /// Whether `kind` carries a fifth bit per quant (`qh`).
 const fn has_high_bits(kind: u8) -> bool {
@@ -91,24 +72,6 @@ const fn quants_offset(kind: u8) -> usize {
         Q4_1 => 4,
         Q5_0 => 6,
         _ => 8, // Q5_1
-    }
-}
-
-/// Bytes per activation block: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants).
-const fn act_block_bytes(kind: u8) -> usize {
-    if has_min(kind) {
-        36
-    } else {
-        34
-    }
-}
-
-/// Offset of the quants inside an activation block.
-const fn act_quants_offset(kind: u8) -> usize {
-    if has_min(kind) {
-        4
-    } else {
-        2
     }
 }
 
@@ -348,6 +311,38 @@ unsafe fn group<const KIND: u8>(
     transpose_out(&acc, out);
 }
 
+/// Runs `group_fn(rows, offsets, results)` for each group of [`GROUP`] weight rows of `w`
+/// (rows of `row_bytes` bytes; `rows` points at the group's first row and `offsets` holds
+/// each lane's row offset from it) and copies each group's results into its part of `out`
+/// (`[row][activation row]`). A last group of fewer rows repeats its last row in the
+/// missing lanes and keeps only its own results.
+fn for_each_group(
+    w: &[u8],
+    row_bytes: usize,
+    out: &mut [f32],
+    mut group_fn: impl FnMut(*const u8, &[usize; GROUP], &mut [f32; GROUP * GEMM_TILE]),
+) {
+    let mut results = [0f32; GROUP * GEMM_TILE];
+    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
+        let rows = out.len() / GEMM_TILE;
+        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+        group_fn(w[g * GROUP * row_bytes..].as_ptr(), &offsets, &mut results);
+        out.copy_from_slice(&results[..out.len()]);
+    }
+}
+
+/// Checks that a K-quant tile carries the block sums of every 32-element sub-block.
+///
+/// # Panics
+/// If the table is short (a caller bug).
+fn check_sub_block_sums(tile: &ActTile<'_>, n_blocks: usize) {
+    assert!(
+        tile.sums.len() >= n_blocks * SUB_BLOCKS * GEMM_TILE,
+        "tile sub-block sums shorter than {} entries",
+        n_blocks * SUB_BLOCKS * GEMM_TILE
+    );
+}
+
 /// The tile for one weight kind: groups of 16 rows; a last group of fewer rows repeats its
 /// last row in the missing lanes and keeps only its own results.
 fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
@@ -360,33 +355,17 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
         (has_min(KIND), offset_shift(KIND) > 0),
         out,
     );
-    let mut results = [0f32; GROUP * GEMM_TILE];
-    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
-        let rows = out.len() / GEMM_TILE;
-        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+    for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
-        // them; `check_gemm_args` validated the tile.
-        unsafe {
-            group::<KIND>(
-                w.as_ptr().add(g * GROUP * row_bytes),
-                &offsets,
-                n_blocks,
-                tile,
-                &mut results,
-            )
-        };
-        out.copy_from_slice(&results[..out.len()]);
-    }
+        // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
+        // exist; `check_gemm_args` validated the tile.
+        unsafe { group::<KIND>(rows, offsets, n_blocks, tile, results) }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
 // Q4_K and Q5_K against Q8_K activations
 
-/// Bytes of one Q8_K activation block: d (f32), 256 quants, 16 i16 block sums.
-const Q8K_BYTES: usize = 292;
-/// Offset of the quants in a Q8_K block.
-const Q8K_QS: usize = 4;
 /// Sub-blocks of 32 elements in a 256-element super-block.
 const SUB_BLOCKS: usize = 8;
 
@@ -587,29 +566,13 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
     let block_bytes = if FIVE { 176 } else { 144 };
     let (row_bytes, n_blocks) =
         check_gemm_args(w, w_rows, block_bytes, tile, Q8K_BYTES, (false, false), out);
-    assert!(
-        tile.sums.len() >= n_blocks * SUB_BLOCKS * GEMM_TILE,
-        "tile sub-block sums shorter than {} entries",
-        n_blocks * SUB_BLOCKS * GEMM_TILE
-    );
-    let mut results = [0f32; GROUP * GEMM_TILE];
-    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
-        let rows = out.len() / GEMM_TILE;
-        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+    check_sub_block_sums(tile, n_blocks);
+    for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
-        // them; the tile and its tables were checked above.
-        unsafe {
-            k_group::<FIVE>(
-                w.as_ptr().add(g * GROUP * row_bytes),
-                &offsets,
-                n_blocks,
-                tile,
-                &mut results,
-            )
-        };
-        out.copy_from_slice(&results[..out.len()]);
-    }
+        // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
+        // exist; the tile and its tables were checked above.
+        unsafe { k_group::<FIVE>(rows, offsets, n_blocks, tile, results) }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -784,29 +747,13 @@ unsafe fn q6k_group(
 fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
     let (row_bytes, n_blocks) =
         check_gemm_args(w, w_rows, Q6K_BYTES, tile, Q8K_BYTES, (false, false), out);
-    assert!(
-        tile.sums.len() >= n_blocks * SUB_BLOCKS * GEMM_TILE,
-        "tile sub-block sums shorter than {} entries",
-        n_blocks * SUB_BLOCKS * GEMM_TILE
-    );
-    let mut results = [0f32; GROUP * GEMM_TILE];
-    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
-        let rows = out.len() / GEMM_TILE;
-        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+    check_sub_block_sums(tile, n_blocks);
+    for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; rows g * 16 .. g * 16 + rows exist and every offset points at one of
-        // them; the tile and its tables were checked above.
-        unsafe {
-            q6k_group(
-                w.as_ptr().add(g * GROUP * row_bytes),
-                &offsets,
-                n_blocks,
-                tile,
-                &mut results,
-            )
-        };
-        out.copy_from_slice(&results[..out.len()]);
-    }
+        // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
+        // exist; the tile and its tables were checked above.
+        unsafe { q6k_group(rows, offsets, n_blocks, tile, results) }
+    });
 }
 
 /// Installs the tiles (they need AVX-512 VBMI on top of the tier's features; without it
