@@ -29,43 +29,8 @@ use super::legacy_layout::{
 };
 use super::util::{
     check_dot_args, dispatch_rows, dot_i8_signed, f16_at, hsum_epi32, totals_from_pairs,
+    StepPrefetch,
 };
-
-/// How far ahead (at least) decode prefetches the weight rows. Measured on the Gemma3-270M
-/// output matrix shape (262144x640 Q8_0, 2 threads, same minute): with the next steps'
-/// bytes prefetched in address order, 4 KiB ahead streamed ~1.9x faster than without
-/// software prefetch and ~1.25x faster than the former one-row-at-a-time kernel (8 rows
-/// interleaved defeat the hardware prefetcher on short rows: one prefetch per row and
-/// block was still ~0.8x of the old kernel); 2 and 8 KiB were within the noise of 4.
-const PREFETCH_BYTES: usize = 4096;
-
-/// Software prefetch of a later step's bytes while a [`lanes`] step runs.
-#[derive(Clone, Copy)]
-struct Prefetch {
-    /// Where the prefetched bytes start (never dereferenced: the address may be past the
-    /// weights, which a prefetch tolerates).
-    base: *const u8,
-    /// Cache lines prefetched per block of the step (0: no prefetch).
-    lines_per_block: usize,
-}
-
-impl Prefetch {
-    /// Prefetches the lines that belong to blocks `b .. b + count` of the step.
-    ///
-    /// # Safety
-    /// The CPU must have the enabled features (callers are kernels reached through
-    /// `install`); any address is fine.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn blocks(&self, b: usize, count: usize) {
-        let first = b * self.lines_per_block;
-        for line in first..first + count * self.lines_per_block {
-            // Only a hint: the address is computed with `wrapping_add` and never
-            // dereferenced, and a prefetch of an unmapped address does not fault.
-            _mm_prefetch::<_MM_HINT_T0>(self.base.wrapping_add(64 * line).cast());
-        }
-    }
-}
 
 /// Lanes of one kernel step: `R` weight rows times `N` activation rows, lane `m * N + t`.
 const LANES: usize = 8;
@@ -176,7 +141,7 @@ unsafe fn lanes<
     ap: *const u8,
     act_row_bytes: usize,
     sc: Scales,
-    prefetch: Prefetch,
+    prefetch: StepPrefetch,
 ) -> __m256 {
     const { assert!(R * N <= LANES && R > 0 && N > 0) };
     let mut acc = _mm256_setzero_ps();
@@ -429,22 +394,16 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
 ) {
     let row_bytes = n_blocks * weight_block_bytes(KIND);
     // Decode (one activation row) streams the weights from memory: while a step walks its
-    // blocks, prefetch the bytes of a later step (at least `PREFETCH_BYTES` ahead) in
-    // address order, an equal share per block.
-    let step_bytes = R * row_bytes;
-    let distance = step_bytes * PREFETCH_BYTES.div_ceil(step_bytes).max(1);
-    let lines_per_block = if N == 1 {
-        step_bytes.div_ceil(64).div_ceil(n_blocks)
-    } else {
-        0
-    };
+    // blocks, it prefetches a later step's bytes (`StepPrefetch`).
     let mut m0 = 0;
     while m0 < w_rows {
         let offsets: [usize; R] = std::array::from_fn(|m| (m0 + m).min(w_rows - 1) * row_bytes);
-        let prefetch = Prefetch {
-            base: w.as_ptr().wrapping_add(m0 * row_bytes + distance),
-            lines_per_block,
-        };
+        let prefetch = StepPrefetch::new(
+            w.as_ptr().wrapping_add(m0 * row_bytes),
+            R * row_bytes,
+            n_blocks,
+            N == 1,
+        );
         // SAFETY: every offset is that of a row < w_rows; the caller guarantees the rest.
         let total = unsafe {
             lanes::<KIND, R, N, PRE, true>(

@@ -39,7 +39,7 @@ use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, scaled_dot_args, weight_block_bytes, Scales, Q4_0,
     Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use crate::avx2::util::{check_dot_args, dispatch_rows, f16_at};
+use crate::avx2::util::{check_dot_args, dispatch_rows, f16_at, StepPrefetch};
 use crate::dispatch::KernelSet;
 use crate::types::GgmlType;
 
@@ -63,10 +63,6 @@ pub(super) fn install(set: &mut KernelSet) {
 /// Lanes of one kernel step: `R` weight rows times `N` activation rows, lane `m * N + t`.
 const LANES: usize = 8;
 
-/// How far ahead (at least) decode prefetches the weight rows, in address order, as the
-/// AVX2 kernels do (see `avx2/legacy.rs` for the measurements behind 4 KiB).
-const PREFETCH_BYTES: usize = 4096;
-
 /// Log2 of the offset taken out of the unsigned quants in integers: Q4_0 `q - 8`, Q5_0
 /// `q - 16`, Q8_0 `(w + 128) - 128`; 0 for Q4_1/Q5_1 (they have a minimum instead).
 const fn offset_shift(kind: u8) -> u32 {
@@ -84,34 +80,6 @@ const fn rows_per_step(n: usize) -> usize {
         1
     } else {
         LANES / n
-    }
-}
-
-/// Software prefetch of a later step's bytes while a [`lanes`] step runs.
-#[derive(Clone, Copy)]
-struct Prefetch {
-    /// Where the prefetched bytes start (never dereferenced: the address may be past the
-    /// weights, which a prefetch tolerates).
-    base: *const u8,
-    /// Cache lines prefetched per block of the step (0: no prefetch).
-    lines_per_block: usize,
-}
-
-impl Prefetch {
-    /// Prefetches the lines that belong to block `b` of the step.
-    ///
-    /// # Safety
-    /// The CPU must have the enabled features (callers are kernels reached through
-    /// `install`); any address is fine.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn block(&self, b: usize) {
-        let first = b * self.lines_per_block;
-        for line in first..first + self.lines_per_block {
-            // Only a hint: the address is computed with `wrapping_add` and never
-            // dereferenced, and a prefetch of an unmapped address does not fault.
-            _mm_prefetch::<_MM_HINT_T0>(self.base.wrapping_add(64 * line).cast());
-        }
     }
 }
 
@@ -222,7 +190,7 @@ unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>
     ap: *const u8,
     act_row_bytes: usize,
     sc: Scales,
-    prefetch: Prefetch,
+    prefetch: StepPrefetch,
 ) -> __m256 {
     const { assert!(R * N <= LANES && R > 0 && N > 0) };
     let mut acc = _mm256_setzero_ps();
@@ -234,8 +202,7 @@ unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>
             // SAFETY: blocks b and b + 1 exist in every weight row and in the activation
             // row (caller); the prefetch is only a hint.
             unsafe {
-                prefetch.block(b);
-                prefetch.block(b + 1);
+                prefetch.blocks(b, 2);
                 pair_step::<KIND, PRE>(w, w_offsets, ap, sc, b, &mut acc, &mut acc_min);
             }
             b += 2;
@@ -245,7 +212,7 @@ unsafe fn lanes<const KIND: u8, const R: usize, const N: usize, const PRE: bool>
         // SAFETY: block b exists in every weight row and activation row (caller); the
         // prefetch is only a hint.
         unsafe {
-            prefetch.block(b);
+            prefetch.blocks(b, 1);
             block_step::<KIND, R, N, PRE>(
                 w,
                 w_offsets,
@@ -444,24 +411,13 @@ unsafe fn dot_rows<const KIND: u8, const R: usize, const N: usize, const PRE: bo
 ) {
     let row_bytes = n_blocks * weight_block_bytes(KIND);
     // Decode (one activation row) streams the weights from memory: while a step walks its
-    // blocks, prefetch the bytes of a later step (at least `PREFETCH_BYTES` ahead) in
-    // address order, an equal share per block.
-    let step_bytes = R * row_bytes;
-    let distance = step_bytes * PREFETCH_BYTES.div_ceil(step_bytes.max(1)).max(1);
-    let lines_per_block = if N == 1 && n_blocks > 0 {
-        step_bytes.div_ceil(64).div_ceil(n_blocks)
-    } else {
-        0
-    };
+    // blocks, it prefetches a later step's bytes (`StepPrefetch`).
     let mut m0 = 0;
     while m0 < w_rows {
         let offsets: [usize; R] =
             std::array::from_fn(|m| ((m0 + m).min(w_rows - 1) - m0) * row_bytes);
         let base = w.as_ptr().wrapping_add(m0 * row_bytes);
-        let prefetch = Prefetch {
-            base: base.wrapping_add(distance),
-            lines_per_block,
-        };
+        let prefetch = StepPrefetch::new(base, R * row_bytes, n_blocks, N == 1);
         // SAFETY: `base + offsets[m]` is row min(m0 + m, w_rows - 1) < w_rows; the caller
         // guarantees the rest.
         let total = unsafe {
