@@ -79,6 +79,17 @@ pub struct ActTile<'a> {
 /// slices do not hold those sizes (a caller bug).
 pub type GemmFn = fn(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]);
 
+/// The most tiles one [`GemmTilesFn`] call takes.
+pub const MAX_GEMM_TILES: usize = 16;
+
+/// A [`GemmFn`] over several tiles: the same `w_rows` weight rows against each of `tiles`
+/// (1 ..= [`MAX_GEMM_TILES`] of them); `out[m * n + i * GEMM_TILE + t]` = dot(weight row
+/// `m`, row `t` of `tiles[i]`) with `n = tiles.len() * GEMM_TILE`, `out.len() == w_rows *
+/// n`. Each product gets exactly the bits the type's [`GemmFn`] gives it; the gain is that
+/// every weight block is rearranged for the tile arithmetic once for all the tiles instead
+/// of once per tile. Panics if the slices do not hold those sizes (a caller bug).
+pub type GemmTilesFn = fn(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]);
+
 /// Checks the [`GemmFn`] contract for `w_rows` rows of weight blocks of
 /// `w_block_bytes` against a tile of activation blocks of `a_block_bytes`, and returns
 /// (bytes per weight row, blocks per row).
@@ -138,6 +149,7 @@ pub struct KernelSet {
     dots: [Option<DotFn>; GgmlType::ID_LIMIT],
     scaled_dots: [Option<ScaledDotFn>; GgmlType::ID_LIMIT],
     gemms: [Option<GemmFn>; GgmlType::ID_LIMIT],
+    gemm_tiles: [Option<GemmTilesFn>; GgmlType::ID_LIMIT],
     quantizers: [Option<QuantizeFn>; GgmlType::ID_LIMIT],
 }
 
@@ -149,6 +161,7 @@ impl KernelSet {
             dots: [None; GgmlType::ID_LIMIT],
             scaled_dots: [None; GgmlType::ID_LIMIT],
             gemms: [None; GgmlType::ID_LIMIT],
+            gemm_tiles: [None; GgmlType::ID_LIMIT],
             quantizers: [None; GgmlType::ID_LIMIT],
         }
     }
@@ -176,6 +189,12 @@ impl KernelSet {
         self.gemms[weight.id() as usize]
     }
 
+    /// The [`GemmTilesFn`] for weights of type `weight`, if this set has one (the matmul
+    /// then uses it for runs of at least two full tiles).
+    pub fn gemm_tiles(&self, weight: GgmlType) -> Option<GemmTilesFn> {
+        self.gemm_tiles[weight.id() as usize]
+    }
+
     /// The quantizer that produces activation rows of type `act`, if `act` is one.
     pub fn quantize(&self, act: GgmlType) -> Option<QuantizeFn> {
         self.quantizers[act.id() as usize]
@@ -196,6 +215,13 @@ impl KernelSet {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn set_gemm(&mut self, weight: GgmlType, f: GemmFn) {
         self.gemms[weight.id() as usize] = Some(f);
+    }
+
+    /// Sets the several-tile GEMM kernel for `weight` (only the AVX-512 set has such
+    /// kernels).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn set_gemm_tiles(&mut self, weight: GgmlType, f: GemmTilesFn) {
+        self.gemm_tiles[weight.id() as usize] = Some(f);
     }
 
     /// Sets the activation quantizer for `act`.

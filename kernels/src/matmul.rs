@@ -18,7 +18,10 @@
 //!    AVX-512 VNNI: the same and Q6_K)
 //!    use it for every full tile of [`GEMM_TILE`] activation rows instead, with per-tile
 //!    block-major tables of activation scales and block sums built once per matmul
-//!    ([`tile_tables`]); a last partial tile goes through the kernels above.
+//!    ([`tile_tables`]); a last partial tile goes through the kernels above. Where the set
+//!    also has a [`GemmTilesFn`] (AVX-512 VNNI, the 32-element formats), runs of 2 ..=
+//!    [`MAX_GEMM_TILES`] full tiles go through it in one call, which rearranges each weight
+//!    block once for all of them (same bits as one tile at a time).
 //!    Results go straight into `y` (token-major), each job writing only its own rectangle
 //!    of it.
 //!
@@ -43,7 +46,8 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use crate::dispatch::{
-    self, ActTile, DotFn, GemmFn, KernelSet, QuantizeFn, ScaledDotFn, GEMM_TILE, MAX_ACT_ROWS,
+    self, ActTile, DotFn, GemmFn, GemmTilesFn, KernelSet, QuantizeFn, ScaledDotFn, GEMM_TILE,
+    MAX_ACT_ROWS, MAX_GEMM_TILES,
 };
 use crate::formats::format;
 use crate::types::GgmlType;
@@ -275,6 +279,7 @@ pub fn matmul_many_with(
             dot,
             scaled: kernels.scaled_dot(w.ty),
             gemm: kernels.gemm(w.ty),
+            gemm_tiles: kernels.gemm_tiles(w.ty),
             tiles: TileTables::default(),
             scales: &[],
             scale_stride: 0,
@@ -675,6 +680,9 @@ struct Work<'a> {
     scaled: Option<ScaledDotFn>,
     /// The GEMM tile kernel for full tiles, if the set has one.
     gemm: Option<GemmFn>,
+    /// The several-tile kernel, if the set has one for the type (used for runs of at least
+    /// two full tiles).
+    gemm_tiles: Option<GemmTilesFn>,
     /// Tables of the full tiles for `gemm` (empty unless built).
     tiles: TileTables<'a>,
     /// Activation scale table (see [`scale_rows`]), rows `scale_stride` apart; empty
@@ -709,6 +717,7 @@ impl<'a> Work<'a> {
             dot: self.dot,
             scaled: self.scaled,
             gemm: self.gemm,
+            gemm_tiles: self.gemm_tiles,
             tiles,
             scales,
             scale_stride,
@@ -749,6 +758,60 @@ impl<'a> Work<'a> {
         }
     }
 
+    /// Full tile `i` of the activation rows (rows `8i .. 8i + 8`) with its tables.
+    fn tile(&self, i: usize) -> ActTile<'_> {
+        let tt = &self.tiles;
+        let rows = i * GEMM_TILE * self.act_stride..(i + 1) * GEMM_TILE * self.act_stride;
+        ActTile {
+            quants: &self.acts[rows],
+            row_stride: self.act_stride,
+            d: &tt.d[i * tt.d_stride..(i + 1) * tt.d_stride],
+            s: &tt.s[i * tt.s_stride..(i + 1) * tt.s_stride],
+            sums: &tt.sums[i * tt.sums_stride..(i + 1) * tt.sums_stride],
+        }
+    }
+
+    /// Computes `y[t][r]` for the weight rows of `block` and the tokens from `tokens.start`
+    /// on, in runs of 2 ..= [`MAX_GEMM_TILES`] full tiles per `gemm_tiles` call, while at
+    /// least two full tiles remain; returns the first token left for the one-tile kernels.
+    /// The caller guarantees that no other job writes this rectangle of `out`.
+    fn tile_runs(
+        &self,
+        gemm_tiles: GemmTilesFn,
+        out: SharedOut<'_>,
+        block: &Range<usize>,
+        tokens: Range<usize>,
+    ) -> usize {
+        let mut results = [0f32; SCALED_ROWS * GEMM_TILE * MAX_GEMM_TILES];
+        let mut t0 = tokens.start;
+        while t0.is_multiple_of(GEMM_TILE) && tokens.end - t0 >= 2 * GEMM_TILE {
+            let n = ((tokens.end - t0) / GEMM_TILE).min(MAX_GEMM_TILES);
+            let first = t0 / GEMM_TILE;
+            let tiles: [ActTile<'_>; MAX_GEMM_TILES] =
+                std::array::from_fn(|k| self.tile(first + k.min(n - 1)));
+            let per_row = n * GEMM_TILE;
+            let mut k0 = 0;
+            while k0 < block.len() {
+                let m = (block.len() - k0).min(SCALED_ROWS);
+                let r0 = block.start + k0;
+                let w_rows = &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
+                let res = &mut results[..m * per_row];
+                gemm_tiles(w_rows, m, &tiles[..n], res);
+                for t in 0..per_row {
+                    // SAFETY: the jobs of one matmul cover disjoint (row, token) rectangles
+                    // (see `Split`), so only this job touches these elements while it runs.
+                    let segment = unsafe { out.segment(t0 + t, r0..r0 + m) };
+                    for (k, y) in segment.iter_mut().enumerate() {
+                        *y = res[k * per_row + t];
+                    }
+                }
+                k0 += m;
+            }
+            t0 += per_row;
+        }
+        t0
+    }
+
     /// Computes `y[t][r]` for `r` in `rows` and `t` in `tokens`. The caller guarantees that
     /// no other job writes this rectangle of `out`.
     fn run(&self, out: SharedOut<'_>, rows: Range<usize>, tokens: Range<usize>) {
@@ -759,6 +822,9 @@ impl<'a> Work<'a> {
         while block_start < rows.end {
             let block = block_start..(block_start + self.row_block).min(rows.end);
             let mut t0 = tokens.start;
+            if let Some(gemm_tiles) = self.gemm_tiles.filter(|_| self.tiles.is_built()) {
+                t0 = self.tile_runs(gemm_tiles, out, &block, tokens.clone());
+            }
             while t0 < tokens.end {
                 let nt = (tokens.end - t0).min(MAX_ACT_ROWS);
                 let acts = &self.acts[t0 * self.act_stride..(t0 + nt) * self.act_stride];
@@ -774,15 +840,7 @@ impl<'a> Work<'a> {
                             && t0.is_multiple_of(GEMM_TILE)
                             && self.tiles.is_built() =>
                     {
-                        let i = t0 / GEMM_TILE;
-                        let tt = &self.tiles;
-                        let tile = ActTile {
-                            quants: acts,
-                            row_stride: self.act_stride,
-                            d: &tt.d[i * tt.d_stride..(i + 1) * tt.d_stride],
-                            s: &tt.s[i * tt.s_stride..(i + 1) * tt.s_stride],
-                            sums: &tt.sums[i * tt.sums_stride..(i + 1) * tt.sums_stride],
-                        };
+                        let tile = self.tile(t0 / GEMM_TILE);
                         self.by_row_groups(
                             &block,
                             GEMM_TILE,

@@ -302,3 +302,75 @@ fn scale_rows_lists_d_then_s_for_q8_1_and_d_for_q8_0() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The several-tile kernel (`KernelSet::gemm_tiles`, which rearranges each weight block
+    /// once for all its tiles) gives every product exactly the bits the one-tile kernel
+    /// gives it, so the matmul may take either for any run of tiles.
+    #[test]
+    fn several_tile_kernel_equals_the_one_tile_kernel_bitwise(
+        ty_index in 0..TYPES.len(),
+        n_blocks in 1usize..=40,
+        w_rows in 1usize..=35,
+        n_tiles in 1usize..=dispatch::MAX_GEMM_TILES,
+        seed in any::<u64>(),
+    ) {
+        let ty = TYPES[ty_index];
+        let set = dispatch::best();
+        let (Some(tiles_fn), Some(gemm)) = (set.gemm_tiles(ty), set.gemm(ty)) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED several-tile == one-tile check for {ty}: the {} set lacks a \
+                 several-tile or a one-tile GEMM kernel for it",
+                set.name()
+            );
+            return Ok(());
+        };
+        let af = format(format(ty).vec_dot_type);
+        let cols = n_blocks * 32;
+        let w = weights(ty, n_blocks * w_rows, seed);
+        let stride = af.row_bytes(cols) + 64;
+        let acts = quantized_rows(set, af.ty, n_tiles * GEMM_TILE, cols, stride, 1.0, seed ^ 7);
+        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
+        let tables: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = (0..n_tiles)
+            .map(|i| {
+                let (mut d, mut s, mut sums) =
+                    (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
+                let tile_acts = &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride];
+                tile_tables(af.ty, tile_acts, stride, n_blocks, &mut d, &mut s, &mut sums);
+                (d, s, sums)
+            })
+            .collect();
+        let tiles: Vec<ActTile> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, (d, s, sums))| ActTile {
+                quants: &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride],
+                row_stride: stride,
+                d,
+                s,
+                sums,
+            })
+            .collect();
+        let per_row = n_tiles * GEMM_TILE;
+        let mut together = vec![f32::NAN; w_rows * per_row];
+        tiles_fn(&w, w_rows, &tiles, &mut together);
+        for (i, tile) in tiles.iter().enumerate() {
+            let mut alone = vec![f32::NAN; w_rows * GEMM_TILE];
+            gemm(&w, w_rows, tile, &mut alone);
+            for m in 0..w_rows {
+                for t in 0..GEMM_TILE {
+                    let (a, b) = (together[m * per_row + i * GEMM_TILE + t], alone[m * GEMM_TILE + t]);
+                    prop_assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{} weight row {} tile {} row {}: several-tile {} vs one-tile {}",
+                        ty, m, i, t, a, b
+                    );
+                }
+            }
+        }
+    }
+}

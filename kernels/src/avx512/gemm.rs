@@ -25,6 +25,11 @@
 //! bit 4 of each byte with one `vpmultishiftqb` per group (AVX-512 VBMI, which `install`
 //! checks in addition to the tier's features).
 //!
+//! The rearranged blocks do not depend on the activations, so the several-tile kernel
+//! ([`crate::dispatch::GemmTilesFn`], `gemm_tiles`) rearranges a run of [`PACKED_BLOCKS`]
+//! blocks once and lets up to 16 tiles pass over them, each with its own accumulators and
+//! the same per-block steps (`add_block`), so the bits are those of one tile at a time.
+//!
 //! Q4_K / Q5_K use the same layout per 32-element sub-block: the 8 `vpdpbusd` give the
 //! sub-block dot per lane, one `vpmulld` by the lanes' 6-bit scales adds it to the
 //! super-block total; the mins term comes from `vpdpwssd` of the lanes' mins against the
@@ -52,7 +57,7 @@ use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
 use crate::avx2::util::{Q8K_BYTES, Q8K_QS};
-use crate::dispatch::{check_gemm_args, ActTile, KernelSet, GEMM_TILE};
+use crate::dispatch::{check_gemm_args, ActTile, KernelSet, GEMM_TILE, MAX_GEMM_TILES};
 use crate::types::GgmlType;
 
 /// Weight rows per group (one per 32-bit lane of a 512-bit vector).
@@ -103,6 +108,7 @@ const fn high_bit_control(k: usize) -> i64 {
 /// The quants of one weight block of [`GROUP`] rows, as [`GROUPS`] vectors of unsigned
 /// bytes (group `k`, lane `r`: quants `4k .. 4k + 4` of row `r`), with the rows' scales
 /// (and minimums) as f32.
+#[derive(Clone, Copy)]
 struct Block {
     /// The quant groups.
     groups: [__m512i; GROUPS],
@@ -250,6 +256,80 @@ unsafe fn transpose_out(acc: &[__m512; GEMM_TILE], out: &mut [f32; GROUP * GEMM_
     }
 }
 
+/// Adds weight block `b` (rearranged in `blk`) times block `b` of the tile's rows to the
+/// accumulators: lane `r` of `acc[t]` gains `d_w · d_a · isum` of weight row `r` and tile
+/// row `t` (and `acc_min[t]` gains `m_w · s_a` for Q4_1 / Q5_1).
+///
+/// # Safety
+/// Block `b` must lie inside every tile row, and the tile's tables must cover it
+/// (`check_gemm_args`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn add_block<const KIND: u8>(
+    blk: &Block,
+    tile: &ActTile<'_>,
+    b: usize,
+    acc: &mut [__m512; GEMM_TILE],
+    acc_min: &mut [__m512; GEMM_TILE],
+) {
+    let stride = tile.row_stride;
+    let mut init = [0i32; GEMM_TILE];
+    // SAFETY (all reads below): block b lies inside every tile row, whose quants start at
+    // `act_quants_offset` of the block; the tables hold entries for block b (caller).
+    unsafe {
+        if offset_shift(KIND) > 0 {
+            // -(offset · Σ a) for each activation row: the accumulators' start.
+            let sums = _mm256_loadu_si256(tile.sums.as_ptr().add(b * GEMM_TILE).cast());
+            let shifted = _mm256_sll_epi32(sums, _mm_cvtsi32_si128(offset_shift(KIND) as i32));
+            let neg = _mm256_sub_epi32(_mm256_setzero_si256(), shifted);
+            _mm256_storeu_si256(init.as_mut_ptr().cast(), neg);
+        }
+        let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
+        let a = tile
+            .quants
+            .as_ptr()
+            .add(act_quants_offset(KIND) + b * act_block_bytes(KIND));
+        let mut isum: [__m512i; GEMM_TILE] = std::array::from_fn(|t| _mm512_set1_epi32(init[t]));
+        for (k, g) in blk.groups.iter().enumerate() {
+            for (t, isum) in isum.iter_mut().enumerate() {
+                let quad = a.add(t * stride + 4 * k).cast::<i32>().read_unaligned();
+                *isum = _mm512_dpbusd_epi32(*isum, *g, _mm512_set1_epi32(quad));
+            }
+        }
+        for (t, isum) in isum.into_iter().enumerate() {
+            let scale = _mm512_mul_ps(blk.d, _mm512_set1_ps(*d_a.add(t)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
+            if has_min(KIND) {
+                let s_a = _mm512_set1_ps(*tile.s.as_ptr().add(b * GEMM_TILE + t));
+                acc_min[t] = _mm512_fmadd_ps(blk.m, s_a, acc_min[t]);
+            }
+        }
+    }
+}
+
+/// Adds the minimum terms (Q4_1 / Q5_1) to the accumulators and writes them to `out` as
+/// `[row][activation row]`, `per_row` values per row from `col`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn finish<const KIND: u8>(
+    mut acc: [__m512; GEMM_TILE],
+    acc_min: [__m512; GEMM_TILE],
+    out: &mut [f32],
+    per_row: usize,
+    col: usize,
+) {
+    if has_min(KIND) {
+        for (a, m) in acc.iter_mut().zip(acc_min) {
+            *a = _mm512_add_ps(*a, m);
+        }
+    }
+    let mut results = [0f32; GROUP * GEMM_TILE];
+    transpose_out(&acc, &mut results);
+    for (r, row) in results.chunks_exact(GEMM_TILE).enumerate() {
+        out[r * per_row + col..r * per_row + col + GEMM_TILE].copy_from_slice(row);
+    }
+}
+
 /// [`GROUP`] weight rows (row `r` at `w + offsets[r]`, `n_blocks` blocks each) against
 /// the tile: `out[r * 8 + t]`.
 ///
@@ -262,71 +342,91 @@ unsafe fn group<const KIND: u8>(
     offsets: &[usize; GROUP],
     n_blocks: usize,
     tile: &ActTile<'_>,
-    out: &mut [f32; GROUP * GEMM_TILE],
+    out: &mut [f32],
 ) {
-    let stride = tile.row_stride;
-    let abb = act_block_bytes(KIND);
     let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
     let mut acc_min = [_mm512_setzero_ps(); GEMM_TILE];
-    let mut init = [0i32; GEMM_TILE];
-    // SAFETY (all reads below): block b < n_blocks lies inside each of the 16 weight rows
-    // (caller) and inside every tile row, whose quants start at `act_quants_offset` of the
-    // block; the tables hold n_blocks * 8 entries (`check_gemm_args`).
-    unsafe {
-        let a0 = tile.quants.as_ptr().add(act_quants_offset(KIND));
-        for b in 0..n_blocks {
+    for b in 0..n_blocks {
+        // SAFETY: block b < n_blocks lies inside each of the 16 weight rows and the tile
+        // (caller).
+        unsafe {
             let blk = load_block::<KIND>(w, offsets, b);
-            if offset_shift(KIND) > 0 {
-                // -(offset · Σ a) for each activation row: the accumulators' start.
-                let sums = _mm256_loadu_si256(tile.sums.as_ptr().add(b * GEMM_TILE).cast());
-                let shifted = _mm256_sll_epi32(sums, _mm_cvtsi32_si128(offset_shift(KIND) as i32));
-                let neg = _mm256_sub_epi32(_mm256_setzero_si256(), shifted);
-                _mm256_storeu_si256(init.as_mut_ptr().cast(), neg);
-            }
-            let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
-            let a = a0.add(b * abb);
-            let mut isum: [__m512i; GEMM_TILE] =
-                std::array::from_fn(|t| _mm512_set1_epi32(init[t]));
-            for (k, g) in blk.groups.iter().enumerate() {
-                for (t, isum) in isum.iter_mut().enumerate() {
-                    let quad = a.add(t * stride + 4 * k).cast::<i32>().read_unaligned();
-                    *isum = _mm512_dpbusd_epi32(*isum, *g, _mm512_set1_epi32(quad));
-                }
-            }
-            for (t, isum) in isum.into_iter().enumerate() {
-                let scale = _mm512_mul_ps(blk.d, _mm512_set1_ps(*d_a.add(t)));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
-                if has_min(KIND) {
-                    let s_a = _mm512_set1_ps(*tile.s.as_ptr().add(b * GEMM_TILE + t));
-                    acc_min[t] = _mm512_fmadd_ps(blk.m, s_a, acc_min[t]);
-                }
-            }
+            add_block::<KIND>(&blk, tile, b, &mut acc, &mut acc_min);
         }
     }
-    if has_min(KIND) {
-        for (a, m) in acc.iter_mut().zip(acc_min) {
-            *a = _mm512_add_ps(*a, m);
+    // SAFETY: same CPU features as this function.
+    unsafe { finish::<KIND>(acc, acc_min, out, GEMM_TILE, 0) };
+}
+
+/// Weight blocks [`group_tiles`] rearranges at a time (16 rows x 16 blocks x 640 bytes =
+/// 10 KiB, which stays in L1 while every tile passes over it).
+const PACKED_BLOCKS: usize = 16;
+
+/// [`group`] for several tiles: each run of [`PACKED_BLOCKS`] weight blocks is rearranged
+/// once, then every tile adds those blocks to its own accumulators, in block order, so each
+/// product gets the bits [`group`] gives it. `out[r * n + i * 8 + t]` with `n = 8 ·
+/// tiles.len()`.
+///
+/// # Safety
+/// As for [`group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn group_tiles<const KIND: u8>(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    out: &mut [f32],
+) {
+    let zero = _mm512_setzero_ps();
+    let mut acc = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
+    let mut acc_min = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
+    let empty = Block {
+        groups: [_mm512_setzero_si512(); GROUPS],
+        d: zero,
+        m: zero,
+    };
+    let mut packed = [empty; PACKED_BLOCKS];
+    let mut b0 = 0;
+    while b0 < n_blocks {
+        let len = (n_blocks - b0).min(PACKED_BLOCKS);
+        for (j, blk) in packed[..len].iter_mut().enumerate() {
+            // SAFETY: block b0 + j < n_blocks lies inside each of the 16 weight rows.
+            *blk = unsafe { load_block::<KIND>(w, offsets, b0 + j) };
         }
+        for ((tile, acc), acc_min) in tiles.iter().zip(&mut acc).zip(&mut acc_min) {
+            for (j, blk) in packed[..len].iter().enumerate() {
+                // SAFETY: block b0 + j < n_blocks lies inside every row of every tile
+                // (caller).
+                unsafe { add_block::<KIND>(blk, tile, b0 + j, acc, acc_min) };
+            }
+        }
+        b0 += len;
     }
-    transpose_out(&acc, out);
+    let per_row = tiles.len() * GEMM_TILE;
+    for (i, (acc, acc_min)) in acc.into_iter().zip(acc_min).take(tiles.len()).enumerate() {
+        // SAFETY: same CPU features as this function.
+        unsafe { finish::<KIND>(acc, acc_min, out, per_row, i * GEMM_TILE) };
+    }
 }
 
 /// Runs `group_fn(rows, offsets, results)` for each group of [`GROUP`] weight rows of `w`
 /// (rows of `row_bytes` bytes; `rows` points at the group's first row and `offsets` holds
-/// each lane's row offset from it) and copies each group's results into its part of `out`
-/// (`[row][activation row]`). A last group of fewer rows repeats its last row in the
-/// missing lanes and keeps only its own results.
+/// each lane's row offset from it) and copies each group's results (`per_row` values per
+/// row) into its part of `out` (`[row][activation row]`). A last group of fewer rows
+/// repeats its last row in the missing lanes and keeps only its own results.
 fn for_each_group(
     w: &[u8],
     row_bytes: usize,
     out: &mut [f32],
-    mut group_fn: impl FnMut(*const u8, &[usize; GROUP], &mut [f32; GROUP * GEMM_TILE]),
+    per_row: usize,
+    mut group_fn: impl FnMut(*const u8, &[usize; GROUP], &mut [f32]),
 ) {
-    let mut results = [0f32; GROUP * GEMM_TILE];
-    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
-        let rows = out.len() / GEMM_TILE;
+    let mut results = [0f32; GROUP * GEMM_TILE * MAX_GEMM_TILES];
+    let results = &mut results[..GROUP * per_row];
+    for (g, out) in out.chunks_mut(GROUP * per_row).enumerate() {
+        let rows = out.len() / per_row;
         let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
-        group_fn(w[g * GROUP * row_bytes..].as_ptr(), &offsets, &mut results);
+        group_fn(w[g * GROUP * row_bytes..].as_ptr(), &offsets, results);
         out.copy_from_slice(&results[..out.len()]);
     }
 }
@@ -355,11 +455,44 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
         (has_min(KIND), offset_shift(KIND) > 0),
         out,
     );
-    for_each_group(w, row_bytes, out, |rows, offsets, results| {
+    for_each_group(w, row_bytes, out, GEMM_TILE, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
         // exist; `check_gemm_args` validated the tile.
         unsafe { group::<KIND>(rows, offsets, n_blocks, tile, results) }
+    });
+}
+
+/// The several-tile kernel ([`crate::dispatch::GemmTilesFn`]) for one weight kind.
+fn gemm_tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+    assert!(
+        (1..=MAX_GEMM_TILES).contains(&tiles.len()),
+        "a GemmTilesFn takes 1..={MAX_GEMM_TILES} tiles, got {}",
+        tiles.len()
+    );
+    let per_row = tiles.len() * GEMM_TILE;
+    assert_eq!(out.len(), w_rows * per_row, "output length does not match");
+    let mut geometry = None;
+    for tile in tiles {
+        // Each tile checked as a GemmFn call would check it (the output length is checked
+        // above, so the check sees one tile's share of it).
+        let g = check_gemm_args(
+            w,
+            w_rows,
+            weight_block_bytes(KIND),
+            tile,
+            act_block_bytes(KIND),
+            (has_min(KIND), offset_shift(KIND) > 0),
+            &out[..w_rows * GEMM_TILE],
+        );
+        geometry = Some(g);
+    }
+    let (row_bytes, n_blocks) = geometry.expect("at least one tile");
+    for_each_group(w, row_bytes, out, per_row, |rows, offsets, results| {
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
+        // exist; `check_gemm_args` validated every tile.
+        unsafe { group_tiles::<KIND>(rows, offsets, n_blocks, tiles, results) }
     });
 }
 
@@ -567,11 +700,19 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
     let (row_bytes, n_blocks) =
         check_gemm_args(w, w_rows, block_bytes, tile, Q8K_BYTES, (false, false), out);
     check_sub_block_sums(tile, n_blocks);
-    for_each_group(w, row_bytes, out, |rows, offsets, results| {
+    for_each_group(w, row_bytes, out, GEMM_TILE, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
         // exist; the tile and its tables were checked above.
-        unsafe { k_group::<FIVE>(rows, offsets, n_blocks, tile, results) }
+        unsafe {
+            k_group::<FIVE>(
+                rows,
+                offsets,
+                n_blocks,
+                tile,
+                results.try_into().expect("one tile"),
+            )
+        }
     });
 }
 
@@ -748,11 +889,19 @@ fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
     let (row_bytes, n_blocks) =
         check_gemm_args(w, w_rows, Q6K_BYTES, tile, Q8K_BYTES, (false, false), out);
     check_sub_block_sums(tile, n_blocks);
-    for_each_group(w, row_bytes, out, |rows, offsets, results| {
+    for_each_group(w, row_bytes, out, GEMM_TILE, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
         // exist; the tile and its tables were checked above.
-        unsafe { q6k_group(rows, offsets, n_blocks, tile, results) }
+        unsafe {
+            q6k_group(
+                rows,
+                offsets,
+                n_blocks,
+                tile,
+                results.try_into().expect("one tile"),
+            )
+        }
     });
 }
 
@@ -767,6 +916,11 @@ pub(super) fn install(set: &mut KernelSet) {
     set.set_gemm(GgmlType::Q5_0, gemm::<Q5_0>);
     set.set_gemm(GgmlType::Q5_1, gemm::<Q5_1>);
     set.set_gemm(GgmlType::Q8_0, gemm::<Q8_0>);
+    set.set_gemm_tiles(GgmlType::Q4_0, gemm_tiles::<Q4_0>);
+    set.set_gemm_tiles(GgmlType::Q4_1, gemm_tiles::<Q4_1>);
+    set.set_gemm_tiles(GgmlType::Q5_0, gemm_tiles::<Q5_0>);
+    set.set_gemm_tiles(GgmlType::Q5_1, gemm_tiles::<Q5_1>);
+    set.set_gemm_tiles(GgmlType::Q8_0, gemm_tiles::<Q8_0>);
     set.set_gemm(GgmlType::Q4_K, gemm_k::<false>);
     set.set_gemm(GgmlType::Q5_K, gemm_k::<true>);
     set.set_gemm(GgmlType::Q6_K, gemm_q6_k);
