@@ -288,7 +288,7 @@ pub fn matmul_many_with(
             rows: w.rows,
             acts: &[],
             act_stride: 0,
-            row_block: (ROW_BLOCK_BYTES / w_row_bytes).max(1),
+            row_block: row_block(w_row_bytes),
         });
         *out = Some(SharedOut::new(y, w.rows, n_tokens));
     }
@@ -434,6 +434,19 @@ pub fn matmul_many_with(
             let tiles = TileTables::new(tile_d, tile_s, tile_sums, lens);
             run(quantized, act_stride, scales, scale_stride, tiles);
         });
+    }
+}
+
+/// Weight rows a job walks per pass over its activation tiles: about [`ROW_BLOCK_BYTES`] of
+/// them, rounded down to a multiple of 16 when there are more (the AVX-512 tiles take 16
+/// rows at a time and a partial group costs a full one: Q4_K/Q6_K rows of 4864 columns gave
+/// blocks of 47 rows, so a 112-row job took 8 groups instead of 7).
+fn row_block(w_row_bytes: usize) -> usize {
+    let rows = (ROW_BLOCK_BYTES / w_row_bytes).max(1);
+    if rows >= 16 {
+        rows / 16 * 16
+    } else {
+        rows
     }
 }
 
