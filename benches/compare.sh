@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Compares openweight's speed with the reference runtime's (llama.cpp's llama-bench) on the
-# same models, same thread count, same test sizes, and prints a markdown table.
+# same models, same thread count, same test sizes, and prints two markdown tables.
 #
 # Usage: benches/compare.sh [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--rounds K] MODEL...
 #   -t 2, -p 512, -n 128, -r 3 and --rounds 2 by default.
 #
 # For each model the two programs run alternately (ours, reference, ours, reference, ...),
 # K rounds each, so that slow drift of the machine (other load, heat) hits both alike. Every
-# run is one full llama-bench style measurement (warm-up + R repetitions); the table shows,
-# per program, the mean over its rounds of the per-run mean tokens/s, and the ratio
+# run is one full llama-bench style measurement (warm-up + R repetitions); the first table
+# shows, per program, the mean over its rounds of the per-run mean tokens/s, and the ratio
 # ours / reference (above 1: we are faster).
+#
+# Our runs also pass `--bandwidth`: after its tests, each openweight run measures the memory
+# read bandwidth with the same threads (sum of a 1 GiB buffer, best of 3). A second table
+# shows, per model, the weights read per generated token, our decode weight traffic
+# (tg t/s x weight bytes), the probe and the fraction traffic / probe: means over the
+# rounds, the fraction the mean of each run's own fraction (probe from the same run).
 #
 # The reference is built once by ../shared/tools/reference.sh (cached). Set LLAMA_BENCH to
 # the path of a llama-bench executable to use that one instead.
@@ -24,7 +30,7 @@ while [ $# -gt 0 ]; do
     -n) n_gen="$2"; shift 2 ;;
     -r) reps="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     *) models+=("$1"); shift ;;
   esac
@@ -67,6 +73,10 @@ trap 'rm -rf "$work"' EXIT
 # Results, one line per run: "<model index> <ours|ref> <pp t/s> <tg t/s>".
 results="$work/results"
 : > "$results"
+# Our --bandwidth figures, one line per run: "<model index> <weight bytes> <tg weight GB/s>
+# <probe GB/s>".
+bandwidth="$work/bandwidth"
+: > "$bandwidth"
 
 # Reads llama-bench's `-o json` output (an array with one object per test) on stdin and prints
 # "<pp t/s> <tg t/s>" (0 for a test that was not run).
@@ -91,14 +101,25 @@ o = json.loads(lines[-1])
 print(float(o["pp_tps"]), float(o["tg_tps"]))'
 }
 
+# Reads `openweight bench --bandwidth --json` output on stdin and prints "<weight bytes>
+# <tg weight GB/s> <probe GB/s>" (tg weight GB/s is 0 when tg was not run).
+parse_ours_bandwidth() {
+  python3 -c '
+import json, sys
+lines = [l for l in sys.stdin.read().splitlines() if l.strip()]
+o = json.loads(lines[-1])
+print(int(o["weight_bytes"]), float(o["tg_weight_gbs"] or 0), float(o["bandwidth_gbs"]))'
+}
+
 for i in "${!models[@]}"; do
   m="${models[$i]}"
   for round in $(seq 1 "$rounds"); do
     echo "compare.sh: $(basename "$m") round $round/$rounds: openweight" >&2
     "$ours" bench -m "$m" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" --json \
-      2>"$work/ours.err" > "$work/ours.json" \
+      --bandwidth 2>"$work/ours.err" > "$work/ours.json" \
       || { cat "$work/ours.err" >&2; echo "compare.sh: openweight bench failed on $m" >&2; exit 1; }
     echo "$i ours $(parse_ours < "$work/ours.json")" >> "$results"
+    echo "$i $(parse_ours_bandwidth < "$work/ours.json")" >> "$bandwidth"
 
     echo "compare.sh: $(basename "$m") round $round/$rounds: reference" >&2
     "$llama_bench" -m "$m" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" -o json \
@@ -119,9 +140,10 @@ echo "- openweight: $rev; reference: $llama_bench"
 echo
 names="$work/names"
 for m in "${models[@]}"; do basename "$m"; done > "$names"
-python3 - "$results" "$names" "$n_prompt" "$n_gen" <<'EOF'
+python3 - "$results" "$names" "$n_prompt" "$n_gen" "$bandwidth" "$threads" <<'EOF'
 import sys
 results, names, n_prompt, n_gen = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+bandwidth, threads = sys.argv[5], sys.argv[6]
 names = open(names).read().splitlines()
 runs = {}
 for line in open(results):
@@ -144,4 +166,23 @@ for i, name in enumerate(names):
     r_pp, r_tg = mean([x[0] for x in r]), mean([x[1] for x in r])
     print(f"| {name} | {r_pp:.2f} | {o_pp:.2f} | {ratio(o_pp, r_pp)} "
           f"| {r_tg:.2f} | {o_tg:.2f} | {ratio(o_tg, r_tg)} |")
+
+bw = {}
+for line in open(bandwidth):
+    i, weight_bytes, tg_gbs, probe_gbs = line.split()
+    bw.setdefault(int(i), []).append((int(weight_bytes), float(tg_gbs), float(probe_gbs)))
+
+print()
+print(f"Decode weight traffic against the {threads}-thread read probe of the same openweight run, "
+      "GB/s: mean over the rounds.")
+print()
+print("| model | weights per token (MB) | ours tg GB/s | probe GB/s | fraction |")
+print("|---|---:|---:|---:|---:|")
+for i, name in enumerate(names):
+    b = bw.get(i, [])
+    mb = mean([x[0] for x in b]) / 1e6
+    tg_gbs, probe_gbs = mean([x[1] for x in b]), mean([x[2] for x in b])
+    fractions = [x[1] / x[2] for x in b if x[1] > 0 and x[2] > 0]
+    fraction = f"{mean(fractions):.2f}" if fractions else "n/a"
+    print(f"| {name} | {mb:.1f} | {tg_gbs:.2f} | {probe_gbs:.2f} | {fraction} |")
 EOF

@@ -1,5 +1,5 @@
-//! The CLI's output shapes (`logits`, `run --json`, `perplexity --json`), checked through the
-//! binary against the golden data in `fixtures/golden/`.
+//! The CLI's output shapes (`logits`, `run --json`, `perplexity --json`, `bench --bandwidth
+//! --json`), checked through the binary against the golden data in `fixtures/golden/`.
 
 mod model_common;
 
@@ -275,4 +275,28 @@ fn logits_incremental_on_a_real_model_matches_the_golden_logits() {
     );
     assert!(a.top1_rate() >= 0.99);
     assert!(a.mean_kl() <= 2e-2);
+}
+
+#[test]
+fn bench_bandwidth_json_reports_the_probe_and_decode_traffic() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/smollm2-135m-q4_1.gguf");
+    if !path.exists() {
+        eprintln!(
+            "\n*** SKIPPED: {} is missing; run fixtures/fetch-models.sh ***\n",
+            path.display()
+        );
+        return;
+    }
+    let v = run_json(
+        bin()
+            .args(["bench", "--bandwidth", "--json", "-p", "0", "-n", "2"])
+            .args(["-r", "1", "-t", "2", "-m"])
+            .arg(&path),
+    );
+    for field in ["bandwidth_gbs", "tg_weight_gbs", "tg_bandwidth_fraction"] {
+        let x = v[field].as_f64().unwrap_or_else(|| panic!("{field}: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{field}: {v}");
+    }
+    let tg_weight_gbs = v["tg_tps"].as_f64().unwrap() * v["weight_bytes"].as_f64().unwrap() / 1e9;
+    assert!((v["tg_weight_gbs"].as_f64().unwrap() - tg_weight_gbs).abs() < 1e-9 * tg_weight_gbs);
 }

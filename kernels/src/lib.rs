@@ -12,6 +12,8 @@
 //!
 //! This crate knows nothing about models or files: it turns bytes into numbers, fast.
 
+/// Memory-read bandwidth probe: the ceiling that memory-bound decode is measured against.
+pub mod bandwidth;
 pub mod blocks;
 pub mod dispatch;
 pub mod formats;

@@ -9,10 +9,16 @@
 //! Each test runs once untimed (warm-up), then `r` timed repetitions; the result is the mean
 //! and the sample standard deviation of tokens/s over the repetitions. Token ids are
 //! pseudo-random but fixed (the same every run), valid for the vocabulary, and no BOS is added.
+//!
+//! With `--bandwidth`, the tests are followed by the memory-read probe
+//! ([`openweight::kernels::bandwidth`], the method of `benches/bandwidth.rs`) on the session's
+//! own thread pool, and decode's weight traffic (`tg` tokens/s x bytes of weights read per
+//! token) is reported as a fraction of it.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use openweight::kernels::bandwidth::{measure_read, ProbeBuffer};
 use openweight::model::{LogitsMode, Model, Session, SessionOptions};
 use openweight::{Error, Result};
 
@@ -40,7 +46,18 @@ pub struct Args {
     /// instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// After the tests, measure memory-read bandwidth on the same threads (sum of a 1 GiB
+    /// buffer, best of 3) and report decode's weight traffic (tg t/s x weight bytes) as a
+    /// fraction of it. Adds "bandwidth_gbs", "tg_weight_gbs" and "tg_bandwidth_fraction" to
+    /// --json (the last two null with -n 0); without this flag the fields are absent.
+    #[arg(long)]
+    pub bandwidth: bool,
 }
+
+/// Bytes the `--bandwidth` probe reads per repetition.
+const PROBE_BYTES: usize = 1 << 30;
+/// Repetitions of the `--bandwidth` probe; the fastest counts.
+const PROBE_REPS: usize = 3;
 
 /// Mean and sample standard deviation of tokens/s over the timed repetitions of one test.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -64,6 +81,22 @@ impl Speed {
             (samples.iter().map(|s| (s - mean) * (s - mean)).sum::<f64>() / (n - 1.0)).sqrt()
         };
         Speed { mean, sd }
+    }
+}
+
+/// The `--bandwidth` figures: the read probe and decode's weight traffic against it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Bandwidth {
+    /// The read probe, GB/s (1e9 bytes per second).
+    probe_gbs: f64,
+    /// Bytes of weights decode reads per second, GB/s; `None` when tg was not run.
+    tg_weight_gbs: Option<f64>,
+}
+
+impl Bandwidth {
+    /// Decode's weight traffic as a fraction of the probe; `None` when tg was not run.
+    fn fraction(&self) -> Option<f64> {
+        self.tg_weight_gbs.map(|w| w / self.probe_gbs)
     }
 }
 
@@ -134,6 +167,16 @@ pub fn run(args: Args) -> Result<()> {
     // F16 cache (the session default): one key and one value row per layer and KV head, or
     // the latent plus the rotary key per layer with latent attention.
     let kv_bytes_per_token = config.kv_values_per_token() * 2;
+    let bandwidth = if args.bandwidth {
+        let probe_gbs = probe_gbs(session.pool(), threads)?;
+        let tg_weight_gbs = (args.n_gen > 0).then(|| tg.mean * weight_bytes as f64 / 1e9);
+        Some(Bandwidth {
+            probe_gbs,
+            tg_weight_gbs,
+        })
+    } else {
+        None
+    };
 
     if args.json {
         let mut out = String::from("{\"model\": ");
@@ -153,6 +196,9 @@ pub fn run(args: Args) -> Result<()> {
             args.n_prompt, args.n_gen, args.repetitions
         ));
         json::push_str(&mut out, kernels);
+        if let Some(bw) = bandwidth {
+            push_bandwidth_json(&mut out, &bw);
+        }
         out.push('}');
         println!("{out}");
     } else {
@@ -175,8 +221,48 @@ pub fn run(args: Args) -> Result<()> {
             threads,
             &rows,
         );
+        if let Some(bw) = bandwidth {
+            println!("{}", bandwidth_line(&bw, threads));
+        }
     }
     Ok(())
+}
+
+/// Runs the memory-read probe on `pool` ([`PROBE_BYTES`], best of [`PROBE_REPS`]) with
+/// progress on stderr, and returns its rate in GB/s.
+fn probe_gbs(pool: &rayon::ThreadPool, threads: usize) -> Result<f64> {
+    eprintln!(
+        "bench: bandwidth probe: reading {} {PROBE_REPS} times on {threads} thread(s)",
+        human_bytes(PROBE_BYTES as u64)
+    );
+    let buffer = ProbeBuffer::new(PROBE_BYTES)
+        .map_err(|e| Error::InvalidArgument(format!("--bandwidth: {e}")))?;
+    let gbs = measure_read(pool, &buffer, PROBE_REPS).bytes_per_second / 1e9;
+    eprintln!("bench: bandwidth probe: {gbs:.2} GB/s (best of {PROBE_REPS})");
+    Ok(gbs)
+}
+
+/// Appends the `--bandwidth` fields (with a leading comma) to a JSON object being written.
+fn push_bandwidth_json(out: &mut String, bw: &Bandwidth) {
+    out.push_str(", \"bandwidth_gbs\": ");
+    json::push_f64(out, bw.probe_gbs);
+    out.push_str(", \"tg_weight_gbs\": ");
+    json::push_f64(out, bw.tg_weight_gbs.unwrap_or(f64::NAN));
+    out.push_str(", \"tg_bandwidth_fraction\": ");
+    json::push_f64(out, bw.fraction().unwrap_or(f64::NAN));
+}
+
+/// The line printed under the table with `--bandwidth`.
+fn bandwidth_line(bw: &Bandwidth, threads: usize) -> String {
+    match (bw.tg_weight_gbs, bw.fraction()) {
+        (Some(weights), Some(fraction)) => format!(
+            "decode: {weights:.1} GB/s of weights = {:.0}% of the {threads}-thread read probe \
+             ({:.1} GB/s)",
+            fraction * 100.0,
+            bw.probe_gbs
+        ),
+        _ => format!("{threads}-thread read probe: {:.1} GB/s", bw.probe_gbs),
+    }
 }
 
 /// Runs `run_once` on `session` once untimed, then `reps` times timed, printing progress on
@@ -332,6 +418,32 @@ mod tests {
         assert!(a.iter().all(|&t| t < 37));
         assert_eq!(a, token_ids(1000, 37, 7));
         assert_ne!(a, token_ids(1000, 37, 8));
+    }
+
+    #[test]
+    fn bandwidth_line_gives_the_fraction_or_only_the_probe() {
+        let bw = Bandwidth {
+            probe_gbs: 32.9,
+            tg_weight_gbs: Some(26.6),
+        };
+        assert_eq!(
+            bandwidth_line(&bw, 2),
+            "decode: 26.6 GB/s of weights = 81% of the 2-thread read probe (32.9 GB/s)"
+        );
+        let probe_only = Bandwidth {
+            tg_weight_gbs: None,
+            ..bw
+        };
+        assert_eq!(
+            bandwidth_line(&probe_only, 2),
+            "2-thread read probe: 32.9 GB/s"
+        );
+        let mut out = String::new();
+        push_bandwidth_json(&mut out, &probe_only);
+        assert_eq!(
+            out,
+            ", \"bandwidth_gbs\": 32.9, \"tg_weight_gbs\": null, \"tg_bandwidth_fraction\": null"
+        );
     }
 
     #[test]
