@@ -108,7 +108,7 @@ parse_ours_bandwidth() {
 import json, sys
 lines = [l for l in sys.stdin.read().splitlines() if l.strip()]
 o = json.loads(lines[-1])
-print(int(o["weight_bytes"]), float(o["tg_weight_gbs"] or 0), float(o["bandwidth_gbs"]))'
+print(int(o["decode_bytes_per_token"]), float(o["tg_weight_gbs"] or 0), float(o["bandwidth_gbs"]))'
 }
 
 for i in "${!models[@]}"; do
@@ -169,8 +169,8 @@ for i, name in enumerate(names):
 
 bw = {}
 for line in open(bandwidth):
-    i, weight_bytes, tg_gbs, probe_gbs = line.split()
-    bw.setdefault(int(i), []).append((int(weight_bytes), float(tg_gbs), float(probe_gbs)))
+    i, decode_bytes, tg_gbs, probe_gbs = line.split()
+    bw.setdefault(int(i), []).append((int(decode_bytes), float(tg_gbs), float(probe_gbs)))
 
 print()
 print(f"Decode weight traffic against the {threads}-thread read probe of the same openweight run, "

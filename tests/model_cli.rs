@@ -297,6 +297,7 @@ fn bench_bandwidth_json_reports_the_probe_and_decode_traffic() {
         let x = v[field].as_f64().unwrap_or_else(|| panic!("{field}: {v}"));
         assert!(x.is_finite() && x > 0.0, "{field}: {v}");
     }
-    let tg_weight_gbs = v["tg_tps"].as_f64().unwrap() * v["weight_bytes"].as_f64().unwrap() / 1e9;
+    let tg_weight_gbs =
+        v["tg_tps"].as_f64().unwrap() * v["decode_bytes_per_token"].as_f64().unwrap() / 1e9;
     assert!((v["tg_weight_gbs"].as_f64().unwrap() - tg_weight_gbs).abs() < 1e-9 * tg_weight_gbs);
 }

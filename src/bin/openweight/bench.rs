@@ -18,6 +18,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use openweight::gguf::TensorInfo;
 use openweight::kernels::bandwidth::{measure_read, ProbeBuffer};
 use openweight::model::{LogitsMode, Model, Session, SessionOptions};
 use openweight::{Error, Result};
@@ -47,8 +48,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// After the tests, measure memory-read bandwidth on the same threads (sum of a 1 GiB
-    /// buffer, best of 3) and report decode's weight traffic (tg t/s x weight bytes) as a
-    /// fraction of it. Adds "bandwidth_gbs", "tg_weight_gbs" and "tg_bandwidth_fraction" to
+    /// buffer, best of 3) and report decode's weight traffic (tg t/s x the weight bytes one
+    /// token reads, "decode_bytes_per_token" in --json) as a fraction of it. Adds "bandwidth_gbs", "tg_weight_gbs" and "tg_bandwidth_fraction" to
     /// --json (the last two null with -n 0); without this flag the fields are absent.
     #[arg(long)]
     pub bandwidth: bool,
@@ -163,13 +164,15 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let weight_bytes: u64 = model.gguf().tensors().iter().map(|t| t.n_bytes).sum();
+    let experts_used = config.moe.as_ref().map(|m| (m.n_expert_used, m.n_expert));
+    let decode_bytes = decode_bytes_per_token(model.gguf().tensors(), experts_used);
     let n_params: u64 = model.gguf().tensors().iter().map(|t| t.n_elements()).sum();
     // F16 cache (the session default): one key and one value row per layer and KV head, or
     // the latent plus the rotary key per layer with latent attention.
     let kv_bytes_per_token = config.kv_values_per_token() * 2;
     let bandwidth = if args.bandwidth {
         let probe_gbs = probe_gbs(session.pool(), threads)?;
-        let tg_weight_gbs = (args.n_gen > 0).then(|| tg.mean * weight_bytes as f64 / 1e9);
+        let tg_weight_gbs = (args.n_gen > 0).then(|| tg.mean * decode_bytes as f64 / 1e9);
         Some(Bandwidth {
             probe_gbs,
             tg_weight_gbs,
@@ -192,7 +195,8 @@ pub fn run(args: Args) -> Result<()> {
         out.push_str(&format!(
             ", \"n_prompt\": {}, \"n_gen\": {}, \"repetitions\": {}, \
              \"kv_bytes_per_token\": {kv_bytes_per_token}, \"weight_bytes\": {weight_bytes}, \
-             \"n_params\": {n_params}, \"kernels\": ",
+             \"decode_bytes_per_token\": {decode_bytes}, \"n_params\": {n_params}, \
+             \"kernels\": ",
             args.n_prompt, args.n_gen, args.repetitions
         ));
         json::push_str(&mut out, kernels);
@@ -250,6 +254,27 @@ fn push_bandwidth_json(out: &mut String, bw: &Bandwidth) {
     json::push_f64(out, bw.tg_weight_gbs.unwrap_or(f64::NAN));
     out.push_str(", \"tg_bandwidth_fraction\": ");
     json::push_f64(out, bw.fraction().unwrap_or(f64::NAN));
+}
+
+/// Bytes of weights one decoded token reads: every tensor, except that a token embedding
+/// table that is not also the output matrix (the file has its own `output.weight`) is read
+/// one row per token, and expert tensors (`*_exps`) only for the `used` of `total` experts
+/// (`experts_used`).
+fn decode_bytes_per_token(tensors: &[TensorInfo], experts_used: Option<(usize, usize)>) -> u64 {
+    let has_output = tensors.iter().any(|t| t.name == "output.weight");
+    tensors
+        .iter()
+        .map(|t| {
+            if has_output && t.name == "token_embd.weight" {
+                let rows = t.ne.get(1).copied().unwrap_or(1).max(1);
+                t.n_bytes / rows
+            } else if let (true, Some((used, total))) = (t.name.contains("_exps"), experts_used) {
+                t.n_bytes * used as u64 / total.max(1) as u64
+            } else {
+                t.n_bytes
+            }
+        })
+        .sum()
 }
 
 /// The line printed under the table with `--bandwidth`.
@@ -418,6 +443,30 @@ mod tests {
         assert!(a.iter().all(|&t| t < 37));
         assert_eq!(a, token_ids(1000, 37, 7));
         assert_ne!(a, token_ids(1000, 37, 8));
+    }
+
+    #[test]
+    fn decode_reads_one_embedding_row_unless_it_is_the_output_and_only_the_used_experts() {
+        let tensor = |name: &str, ne: &[u64], n_bytes: u64| TensorInfo {
+            name: name.into(),
+            ne: ne.to_vec(),
+            type_id: 8,
+            offset: 0,
+            n_bytes,
+        };
+        let untied = [
+            tensor("token_embd.weight", &[64, 1000], 68_000),
+            tensor("output.weight", &[64, 1000], 68_000),
+            tensor("blk.0.ffn_up_exps.weight", &[64, 32, 8], 8_000),
+            tensor("blk.0.attn_q.weight", &[64, 64], 4_352),
+        ];
+        assert_eq!(
+            decode_bytes_per_token(&untied, Some((2, 8))),
+            68 + 68_000 + 2_000 + 4_352
+        );
+        assert_eq!(decode_bytes_per_token(&untied[..2], None), 68 + 68_000);
+        // Tied: the embedding table is the output matrix, read whole.
+        assert_eq!(decode_bytes_per_token(&untied[..1], None), 68_000);
     }
 
     #[test]
