@@ -83,9 +83,9 @@ pub type GemmFn = fn(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32
 pub const MAX_GEMM_TILES: usize = 16;
 
 /// A [`GemmFn`] over several tiles: the same `w_rows` weight rows against each of `tiles`
-/// (1 ..= [`MAX_GEMM_TILES`] of them); `out[m * n + i * GEMM_TILE + t]` = dot(weight row
-/// `m`, row `t` of `tiles[i]`) with `n = tiles.len() * GEMM_TILE`, `out.len() == w_rows *
-/// n`. Each product gets exactly the bits the type's [`GemmFn`] gives it; the gain is that
+/// (1 ..= [`MAX_GEMM_TILES`] of them), token-major: `out[(i * GEMM_TILE + t) * w_rows + m]`
+/// = dot(weight row `m`, row `t` of `tiles[i]`), `out.len() == tiles.len() * GEMM_TILE *
+/// w_rows`. Each product gets exactly the bits the type's [`GemmFn`] gives it; the gain is that
 /// every weight block is rearranged for the tile arithmetic once for all the tiles instead
 /// of once per tile. Panics if the slices do not hold those sizes (a caller bug).
 pub type GemmTilesFn = fn(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]);

@@ -810,13 +810,11 @@ impl<'a> Work<'a> {
                 let w_rows = &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
                 let res = &mut results[..m * per_row];
                 gemm_tiles(w_rows, m, &tiles[..n], res);
-                for t in 0..per_row {
+                for (t, token) in res.chunks_exact(m).enumerate() {
                     // SAFETY: the jobs of one matmul cover disjoint (row, token) rectangles
                     // (see `Split`), so only this job touches these elements while it runs.
                     let segment = unsafe { out.segment(t0 + t, r0..r0 + m) };
-                    for (k, y) in segment.iter_mut().enumerate() {
-                        *y = res[k * per_row + t];
-                    }
+                    segment.copy_from_slice(token);
                 }
                 k0 += m;
             }

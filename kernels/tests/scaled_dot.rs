@@ -362,7 +362,7 @@ proptest! {
             gemm(&w, w_rows, tile, &mut alone);
             for m in 0..w_rows {
                 for t in 0..GEMM_TILE {
-                    let (a, b) = (together[m * per_row + i * GEMM_TILE + t], alone[m * GEMM_TILE + t]);
+                    let (a, b) = (together[(i * GEMM_TILE + t) * w_rows + m], alone[m * GEMM_TILE + t]);
                     prop_assert_eq!(
                         a.to_bits(),
                         b.to_bits(),

@@ -28,7 +28,8 @@
 //! The rearranged blocks do not depend on the activations, so the several-tile kernel
 //! ([`crate::dispatch::GemmTilesFn`], `gemm_tiles`) rearranges a run of [`PACKED_BLOCKS`]
 //! blocks once and lets up to 16 tiles pass over them, each with its own accumulators and
-//! the same per-block steps (`add_block`), so the bits are those of one tile at a time.
+//! the same per-block steps (`add_block`), so the bits are those of one tile at a time; its
+//! results go token-major (one masked store per tile row, no output transpose).
 //!
 //! Q4_K / Q5_K use the same layout per 32-element sub-block: the 8 `vpdpbusd` give the
 //! sub-block dot per lane, one `vpmulld` by the lanes' 6-bit scales adds it to the
@@ -364,11 +365,13 @@ const PACKED_BLOCKS: usize = 16;
 
 /// [`group`] for several tiles: each run of [`PACKED_BLOCKS`] weight blocks is rearranged
 /// once, then every tile adds those blocks to its own accumulators, in block order, so each
-/// product gets the bits [`group`] gives it. `out[r * n + i * 8 + t]` with `n = 8 ·
-/// tiles.len()`.
+/// product gets the bits [`group`] gives it. Results go token-major: the first `rows` lanes
+/// (weight rows `row0 ..`) of tile row `t` of `tiles[i]` to `out[(8i + t) · out_stride +
+/// row0 ..]`.
 ///
 /// # Safety
-/// As for [`group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`.
+/// As for [`group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn group_tiles<const KIND: u8>(
     w: *const u8,
@@ -376,6 +379,9 @@ unsafe fn group_tiles<const KIND: u8>(
     n_blocks: usize,
     tiles: &[ActTile<'_>],
     out: &mut [f32],
+    out_stride: usize,
+    row0: usize,
+    rows: usize,
 ) {
     let zero = _mm512_setzero_ps();
     let mut acc = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
@@ -402,10 +408,19 @@ unsafe fn group_tiles<const KIND: u8>(
         }
         b0 += len;
     }
-    let per_row = tiles.len() * GEMM_TILE;
-    for (i, (acc, acc_min)) in acc.into_iter().zip(acc_min).take(tiles.len()).enumerate() {
-        // SAFETY: same CPU features as this function.
-        unsafe { finish::<KIND>(acc, acc_min, out, per_row, i * GEMM_TILE) };
+    let mask: __mmask16 = ((1u32 << rows) - 1) as u16;
+    for (i, (acc, acc_min)) in acc.iter().zip(&acc_min).take(tiles.len()).enumerate() {
+        for t in 0..GEMM_TILE {
+            let v = if has_min(KIND) {
+                _mm512_add_ps(acc[t], acc_min[t])
+            } else {
+                acc[t]
+            };
+            let start = (i * GEMM_TILE + t) * out_stride + row0;
+            let dst = &mut out[start..start + rows];
+            // SAFETY: the mask covers the `rows` values of `dst`.
+            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
+        }
     }
 }
 
@@ -463,20 +478,25 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
     });
 }
 
-/// The several-tile kernel ([`crate::dispatch::GemmTilesFn`]) for one weight kind.
+/// The several-tile kernel ([`crate::dispatch::GemmTilesFn`]) for one weight kind: groups
+/// of 16 rows, a last group of fewer rows repeating its last row in the missing lanes and
+/// storing only its own results.
 fn gemm_tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
     assert!(
         (1..=MAX_GEMM_TILES).contains(&tiles.len()),
         "a GemmTilesFn takes 1..={MAX_GEMM_TILES} tiles, got {}",
         tiles.len()
     );
-    let per_row = tiles.len() * GEMM_TILE;
-    assert_eq!(out.len(), w_rows * per_row, "output length does not match");
-    let mut geometry = None;
+    assert_eq!(
+        out.len(),
+        w_rows * tiles.len() * GEMM_TILE,
+        "output length does not match"
+    );
+    let mut geometry = (0, 0);
     for tile in tiles {
         // Each tile checked as a GemmFn call would check it (the output length is checked
         // above, so the check sees one tile's share of it).
-        let g = check_gemm_args(
+        geometry = check_gemm_args(
             w,
             w_rows,
             weight_block_bytes(KIND),
@@ -485,15 +505,17 @@ fn gemm_tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], ou
             (has_min(KIND), offset_shift(KIND) > 0),
             &out[..w_rows * GEMM_TILE],
         );
-        geometry = Some(g);
     }
-    let (row_bytes, n_blocks) = geometry.expect("at least one tile");
-    for_each_group(w, row_bytes, out, per_row, |rows, offsets, results| {
+    let (row_bytes, n_blocks) = geometry;
+    for row0 in (0..w_rows).step_by(GROUP) {
+        let rows = (w_rows - row0).min(GROUP);
+        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+        let first = w[row0 * row_bytes..].as_ptr();
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
-        // exist; `check_gemm_args` validated every tile.
-        unsafe { group_tiles::<KIND>(rows, offsets, n_blocks, tiles, results) }
-    });
+        // reachable; the group's rows at `offsets` exist (row0 + r < w_rows); every tile
+        // was validated by `check_gemm_args`; `out` holds `w_rows` values per tile row.
+        unsafe { group_tiles::<KIND>(first, &offsets, n_blocks, tiles, out, w_rows, row0, rows) }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
