@@ -363,15 +363,66 @@ unsafe fn group<const KIND: u8>(
 /// 10 KiB, which stays in L1 while every tile passes over it).
 const PACKED_BLOCKS: usize = 16;
 
-/// [`group`] for several tiles: each run of [`PACKED_BLOCKS`] weight blocks is rearranged
-/// once, then every tile adds those blocks to its own accumulators, in block order, so each
-/// product gets the bits [`group`] gives it. Results go token-major: the first `rows` lanes
-/// (weight rows `row0 ..`) of tile row `t` of `tiles[i]` to `out[(8i + t) · out_stride +
-/// row0 ..]`.
+/// The several-tile loop shared by every format: each run of up to `PACKED` weight blocks
+/// of the 16 rows is rearranged once (`load(b)`), then every tile adds those blocks to its
+/// own accumulators in block order (`add`), so each product gets the bits of the one-tile
+/// kernel, which runs the same `load` and `add` per block. At the end `combine(acc,
+/// acc_min)` of tile row `t` of `tiles[i]` (its first `rows` lanes, weight rows `row0 ..`)
+/// goes to `out[(8i + t) · out_stride + row0 ..]`.
+///
+/// # Safety
+/// `load` and `add` must be safe to call for every block `b < n_blocks` (of the 16 rows and
+/// of every tile); `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`; the CPU must have
+/// the features of this file (the caller is one of its `target_feature` functions, into
+/// which this is inlined).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn several_tiles<P: Copy, const PACKED: usize>(
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    empty: P,
+    mut load: impl FnMut(usize) -> P,
+    mut add: impl FnMut(&P, &ActTile<'_>, usize, &mut [__m512; GEMM_TILE], &mut [__m512; GEMM_TILE]),
+    combine: impl Fn(__m512, __m512) -> __m512,
+    out: &mut [f32],
+    (out_stride, row0, rows): (usize, usize, usize),
+) {
+    // SAFETY (all intrinsics below): the caller runs on a CPU with this file's features.
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let mut acc = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
+        let mut acc_min = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
+        let mut packed = [empty; PACKED];
+        let mut b0 = 0;
+        while b0 < n_blocks {
+            let len = (n_blocks - b0).min(PACKED);
+            for (j, blk) in packed[..len].iter_mut().enumerate() {
+                *blk = load(b0 + j);
+            }
+            for ((tile, acc), acc_min) in tiles.iter().zip(&mut acc).zip(&mut acc_min) {
+                for (j, blk) in packed[..len].iter().enumerate() {
+                    add(blk, tile, b0 + j, acc, acc_min);
+                }
+            }
+            b0 += len;
+        }
+        let mask: __mmask16 = ((1u32 << rows) - 1) as u16;
+        for (i, (acc, acc_min)) in acc.iter().zip(&acc_min).take(tiles.len()).enumerate() {
+            for t in 0..GEMM_TILE {
+                let start = (i * GEMM_TILE + t) * out_stride + row0;
+                let dst = &mut out[start..start + rows];
+                // The mask covers the `rows` values of `dst`.
+                _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, combine(acc[t], acc_min[t]));
+            }
+        }
+    }
+}
+
+/// [`group`] for several tiles ([`several_tiles`] with [`load_block`] and [`add_block`],
+/// [`PACKED_BLOCKS`] blocks at a time).
 ///
 /// # Safety
 /// As for [`group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn group_tiles<const KIND: u8>(
     w: *const u8,
@@ -379,48 +430,92 @@ unsafe fn group_tiles<const KIND: u8>(
     n_blocks: usize,
     tiles: &[ActTile<'_>],
     out: &mut [f32],
-    out_stride: usize,
-    row0: usize,
-    rows: usize,
+    placement: (usize, usize, usize),
 ) {
-    let zero = _mm512_setzero_ps();
-    let mut acc = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
-    let mut acc_min = [[zero; GEMM_TILE]; MAX_GEMM_TILES];
     let empty = Block {
         groups: [_mm512_setzero_si512(); GROUPS],
-        d: zero,
-        m: zero,
+        d: _mm512_setzero_ps(),
+        m: _mm512_setzero_ps(),
     };
-    let mut packed = [empty; PACKED_BLOCKS];
-    let mut b0 = 0;
-    while b0 < n_blocks {
-        let len = (n_blocks - b0).min(PACKED_BLOCKS);
-        for (j, blk) in packed[..len].iter_mut().enumerate() {
-            // SAFETY: block b0 + j < n_blocks lies inside each of the 16 weight rows.
-            *blk = unsafe { load_block::<KIND>(w, offsets, b0 + j) };
-        }
-        for ((tile, acc), acc_min) in tiles.iter().zip(&mut acc).zip(&mut acc_min) {
-            for (j, blk) in packed[..len].iter().enumerate() {
-                // SAFETY: block b0 + j < n_blocks lies inside every row of every tile
-                // (caller).
-                unsafe { add_block::<KIND>(blk, tile, b0 + j, acc, acc_min) };
-            }
-        }
-        b0 += len;
+    // SAFETY: blocks b < n_blocks lie inside each of the 16 weight rows and every tile
+    // (caller); same CPU features as this function.
+    unsafe {
+        several_tiles::<Block, PACKED_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            |b| load_block::<KIND>(w, offsets, b),
+            |blk, tile, b, acc, acc_min| add_block::<KIND>(blk, tile, b, acc, acc_min),
+            |acc, acc_min| {
+                if has_min(KIND) {
+                    _mm512_add_ps(acc, acc_min)
+                } else {
+                    acc
+                }
+            },
+            out,
+            placement,
+        )
     }
-    let mask: __mmask16 = ((1u32 << rows) - 1) as u16;
-    for (i, (acc, acc_min)) in acc.iter().zip(&acc_min).take(tiles.len()).enumerate() {
-        for t in 0..GEMM_TILE {
-            let v = if has_min(KIND) {
-                _mm512_add_ps(acc[t], acc_min[t])
-            } else {
-                acc[t]
-            };
-            let start = (i * GEMM_TILE + t) * out_stride + row0;
-            let dst = &mut out[start..start + rows];
-            // SAFETY: the mask covers the `rows` values of `dst`.
-            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
-        }
+}
+
+/// Checks a [`crate::dispatch::GemmTilesFn`] call (each tile as a [`crate::dispatch::GemmFn`]
+/// call would be checked, with `needs` as there) and returns (row bytes, blocks per row).
+///
+/// # Panics
+/// If the slices do not fit the contract (a caller bug).
+fn check_tiles_args(
+    w: &[u8],
+    w_rows: usize,
+    w_block_bytes: usize,
+    tiles: &[ActTile<'_>],
+    a_block_bytes: usize,
+    needs: (bool, bool),
+    out: &[f32],
+) -> (usize, usize) {
+    assert!(
+        (1..=MAX_GEMM_TILES).contains(&tiles.len()),
+        "a GemmTilesFn takes 1..={MAX_GEMM_TILES} tiles, got {}",
+        tiles.len()
+    );
+    assert_eq!(
+        out.len(),
+        w_rows * tiles.len() * GEMM_TILE,
+        "output length does not match"
+    );
+    let mut geometry = (0, 0);
+    for tile in tiles {
+        // The output length is checked above; the check sees one tile's share of it.
+        geometry = check_gemm_args(
+            w,
+            w_rows,
+            w_block_bytes,
+            tile,
+            a_block_bytes,
+            needs,
+            &out[..w_rows * GEMM_TILE],
+        );
+    }
+    geometry
+}
+
+/// Runs `group_fn(first row, offsets, (out_stride, row0, rows))` for each group of
+/// [`GROUP`] rows of a several-tile call (rows `row_bytes` apart); a last group of fewer
+/// rows repeats its last row in the missing lanes.
+fn for_each_tiles_group(
+    w: &[u8],
+    w_rows: usize,
+    row_bytes: usize,
+    mut group_fn: impl FnMut(*const u8, &[usize; GROUP], (usize, usize, usize)),
+) {
+    for row0 in (0..w_rows).step_by(GROUP) {
+        let rows = (w_rows - row0).min(GROUP);
+        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
+        group_fn(
+            w[row0 * row_bytes..].as_ptr(),
+            &offsets,
+            (w_rows, row0, rows),
+        );
     }
 }
 
@@ -478,44 +573,23 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
     });
 }
 
-/// The several-tile kernel ([`crate::dispatch::GemmTilesFn`]) for one weight kind: groups
-/// of 16 rows, a last group of fewer rows repeating its last row in the missing lanes and
-/// storing only its own results.
+/// The several-tile kernel ([`crate::dispatch::GemmTilesFn`]) for one weight kind.
 fn gemm_tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
-    assert!(
-        (1..=MAX_GEMM_TILES).contains(&tiles.len()),
-        "a GemmTilesFn takes 1..={MAX_GEMM_TILES} tiles, got {}",
-        tiles.len()
+    let (row_bytes, n_blocks) = check_tiles_args(
+        w,
+        w_rows,
+        weight_block_bytes(KIND),
+        tiles,
+        act_block_bytes(KIND),
+        (has_min(KIND), offset_shift(KIND) > 0),
+        out,
     );
-    assert_eq!(
-        out.len(),
-        w_rows * tiles.len() * GEMM_TILE,
-        "output length does not match"
-    );
-    let mut geometry = (0, 0);
-    for tile in tiles {
-        // Each tile checked as a GemmFn call would check it (the output length is checked
-        // above, so the check sees one tile's share of it).
-        geometry = check_gemm_args(
-            w,
-            w_rows,
-            weight_block_bytes(KIND),
-            tile,
-            act_block_bytes(KIND),
-            (has_min(KIND), offset_shift(KIND) > 0),
-            &out[..w_rows * GEMM_TILE],
-        );
-    }
-    let (row_bytes, n_blocks) = geometry;
-    for row0 in (0..w_rows).step_by(GROUP) {
-        let rows = (w_rows - row0).min(GROUP);
-        let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
-        let first = w[row0 * row_bytes..].as_ptr();
+    for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; the group's rows at `offsets` exist (row0 + r < w_rows); every tile
-        // was validated by `check_gemm_args`; `out` holds `w_rows` values per tile row.
-        unsafe { group_tiles::<KIND>(first, &offsets, n_blocks, tiles, out, w_rows, row0, rows) }
-    }
+        // reachable; the group's rows at `offsets` exist; every tile was validated by
+        // `check_tiles_args`; `out` holds `w_rows` values per tile row.
+        unsafe { group_tiles::<KIND>(first, offsets, n_blocks, tiles, out, placement) }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -527,6 +601,7 @@ const SUB_BLOCKS: usize = 8;
 /// The per-row fields of one Q4_K / Q5_K super-block of 16 rows: `d` and `dmin` as f32, and
 /// for each sub-block `j` its 6-bit scale (i32 lanes) and its min twice (i16 pairs, for
 /// `vpdpwssd` against the tile's packed pairs of 16-element activation sums).
+#[derive(Clone, Copy)]
 struct KHead {
     /// The rows' `d`.
     d: __m512,
