@@ -697,13 +697,129 @@ unsafe fn k_sub_block(
     }
 }
 
-/// 16 Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE = true`, 176-byte blocks)
-/// weight rows (row `r` at `w + offsets[r]`, `n_blocks` super-blocks each) against the
-/// tile: `out[r * 8 + t]`.
+/// One Q4_K / Q5_K super-block of 16 rows rearranged for the tile: the head and, per
+/// 32-element sub-block, its 8 quant groups (lane = row).
+#[derive(Clone, Copy)]
+struct KBlock {
+    /// Scales, mins, `d`, `dmin`.
+    head: KHead,
+    /// Sub-block `j`'s groups.
+    groups: [[__m512i; GROUPS]; SUB_BLOCKS],
+}
+
+/// Reads super-block `b` of the 16 Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE =
+/// true`, 176-byte blocks) rows (row `r` at `w + offsets[r]`) into a [`KBlock`].
 ///
-/// Per super-block and activation row: the exact `Σ_j sc_j · Σ w·a` (lane = weight row)
-/// and the mins term `Σ_j m_j · (bsum_2j + bsum_2j+1)`, then one conversion and FMA for
-/// each, as the AVX2 tile and the one-row kernels do.
+/// # Safety
+/// Super-block `b` must lie inside each of the 16 rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn load_k_block<const FIVE: bool>(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    b: usize,
+) -> KBlock {
+    let block_bytes = if FIVE { 176 } else { 144 };
+    let qs_offset = if FIVE { 48 } else { 16 };
+    let four = _mm512_set1_epi8(0x0F);
+    let bit4 = _mm512_set1_epi8(0x10);
+    // SAFETY (all reads below): super-block b lies inside each of the 16 rows (caller).
+    unsafe {
+        let p = w.add(b * block_bytes);
+        let head = k_head(p, offsets);
+        let high = if FIVE {
+            let (h0, h1) = (
+                transpose_16x4(p.add(16), offsets),
+                transpose_16x4(p.add(32), offsets),
+            );
+            [h0[0], h0[1], h0[2], h0[3], h1[0], h1[1], h1[2], h1[3]]
+        } else {
+            [_mm512_setzero_si512(); GROUPS]
+        };
+        let mut groups = [[_mm512_setzero_si512(); GROUPS]; SUB_BLOCKS];
+        for c in 0..4 {
+            let q0 = transpose_16x4(p.add(qs_offset + 32 * c), offsets);
+            let q1 = transpose_16x4(p.add(qs_offset + 32 * c + 16), offsets);
+            let q = [q0[0], q0[1], q0[2], q0[3], q1[0], q1[1], q1[2], q1[3]];
+            for h in 0..2 {
+                let j = 2 * c + h;
+                groups[j] = std::array::from_fn(|k| {
+                    let nibbles = if h == 0 {
+                        _mm512_and_si512(q[k], four)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(q[k]), four)
+                    };
+                    if FIVE {
+                        // Bit j of each qh byte to bit 4 (shifts stay inside the byte for
+                        // the bit that is kept).
+                        let moved = if j <= 4 {
+                            _mm512_sll_epi32(high[k], _mm_cvtsi32_si128(4 - j as i32))
+                        } else {
+                            _mm512_srl_epi32(high[k], _mm_cvtsi32_si128(j as i32 - 4))
+                        };
+                        _mm512_ternarylogic_epi32::<0xF8>(nibbles, moved, bit4)
+                    } else {
+                        nibbles
+                    }
+                });
+            }
+        }
+        KBlock { head, groups }
+    }
+}
+
+/// Adds super-block `b` (rearranged in `blk`) times the tile's super-block `b`: per tile
+/// row the exact `Σ_j sc_j · Σ w·a` and the mins term `Σ_j m_j · (bsum_2j + bsum_2j+1)`,
+/// then one conversion and FMA for each (`acc`, `acc_min`; the result is `acc - acc_min`).
+///
+/// # Safety
+/// Super-block `b` must lie inside every tile row, and the tile's tables must cover it
+/// (`check_gemm_args`, `check_sub_block_sums`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn add_k_block(
+    blk: &KBlock,
+    tile: &ActTile<'_>,
+    b: usize,
+    acc: &mut [__m512; GEMM_TILE],
+    acc_min: &mut [__m512; GEMM_TILE],
+) {
+    let head = &blk.head;
+    // SAFETY (all reads below): super-block b lies inside every tile row; the tables hold
+    // its 8 `d` values and 64 sub-block sums (caller).
+    unsafe {
+        let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
+        let mut isum = [_mm512_setzero_si512(); GEMM_TILE];
+        for (j, groups) in blk.groups.iter().enumerate() {
+            k_sub_block(
+                groups,
+                head.scales[j],
+                a.add(32 * j),
+                tile.row_stride,
+                &mut isum,
+            );
+        }
+        let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
+        let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
+        for t in 0..GEMM_TILE {
+            let mut msum = _mm512_setzero_si512();
+            for (j, pair) in head.min_pairs.iter().enumerate() {
+                let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
+                msum = _mm512_dpwssd_epi32(msum, *pair, s);
+            }
+            let d_a = _mm512_set1_ps(*d_a.add(t));
+            let d = _mm512_mul_ps(head.d, d_a);
+            let dmin = _mm512_mul_ps(head.dmin, d_a);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
+            acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, acc_min[t]);
+        }
+    }
+}
+
+/// 16 Q4_K (`FIVE = false`) or Q5_K (`FIVE = true`) weight rows (row `r` at `w +
+/// offsets[r]`, `n_blocks` super-blocks each) against the tile: `out[r * 8 + t]`; per
+/// super-block [`load_k_block`] then [`add_k_block`], as the AVX2 tile and the one-row
+/// kernels compute.
 ///
 /// # Safety
 /// `check_k_args` must have accepted the tile for `n_blocks` blocks; the 16 rows must be
@@ -716,79 +832,63 @@ unsafe fn k_group<const FIVE: bool>(
     tile: &ActTile<'_>,
     out: &mut [f32; GROUP * GEMM_TILE],
 ) {
-    let block_bytes = if FIVE { 176 } else { 144 };
-    let qs_offset = if FIVE { 48 } else { 16 };
-    let stride = tile.row_stride;
-    let four = _mm512_set1_epi8(0x0F);
-    let bit4 = _mm512_set1_epi8(0x10);
     let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
     let mut acc_min = [_mm512_setzero_ps(); GEMM_TILE];
-    // SAFETY (all reads below): super-block b < n_blocks lies inside each of the 16 rows
-    // (caller) and inside every tile row; the tables hold n_blocks * 8 `d` values and
-    // n_blocks * 64 sub-block sums (`check_k_args`).
-    unsafe {
-        for b in 0..n_blocks {
-            let p = w.add(b * block_bytes);
-            let head = k_head(p, offsets);
-            let high = if FIVE {
-                let (h0, h1) = (
-                    transpose_16x4(p.add(16), offsets),
-                    transpose_16x4(p.add(32), offsets),
-                );
-                [h0[0], h0[1], h0[2], h0[3], h1[0], h1[1], h1[2], h1[3]]
-            } else {
-                [_mm512_setzero_si512(); GROUPS]
-            };
-            let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
-            let mut isum = [_mm512_setzero_si512(); GEMM_TILE];
-            for c in 0..4 {
-                let q0 = transpose_16x4(p.add(qs_offset + 32 * c), offsets);
-                let q1 = transpose_16x4(p.add(qs_offset + 32 * c + 16), offsets);
-                let q = [q0[0], q0[1], q0[2], q0[3], q1[0], q1[1], q1[2], q1[3]];
-                for h in 0..2 {
-                    let j = 2 * c + h;
-                    let groups = std::array::from_fn(|k| {
-                        let nibbles = if h == 0 {
-                            _mm512_and_si512(q[k], four)
-                        } else {
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(q[k]), four)
-                        };
-                        if FIVE {
-                            // Bit j of each qh byte to bit 4 (shifts stay inside the byte
-                            // for the bit that is kept).
-                            let moved = if j <= 4 {
-                                _mm512_sll_epi32(high[k], _mm_cvtsi32_si128(4 - j as i32))
-                            } else {
-                                _mm512_srl_epi32(high[k], _mm_cvtsi32_si128(j as i32 - 4))
-                            };
-                            _mm512_ternarylogic_epi32::<0xF8>(nibbles, moved, bit4)
-                        } else {
-                            nibbles
-                        }
-                    });
-                    k_sub_block(&groups, head.scales[j], a.add(32 * j), stride, &mut isum);
-                }
-            }
-            let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
-            let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
-            for t in 0..GEMM_TILE {
-                let mut msum = _mm512_setzero_si512();
-                for (j, pair) in head.min_pairs.iter().enumerate() {
-                    let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
-                    msum = _mm512_dpwssd_epi32(msum, *pair, s);
-                }
-                let d_a = _mm512_set1_ps(*d_a.add(t));
-                let d = _mm512_mul_ps(head.d, d_a);
-                let dmin = _mm512_mul_ps(head.dmin, d_a);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
-                acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, acc_min[t]);
-            }
+    for b in 0..n_blocks {
+        // SAFETY: super-block b < n_blocks lies inside each of the 16 rows and the tile
+        // (caller).
+        unsafe {
+            let blk = load_k_block::<FIVE>(w, offsets, b);
+            add_k_block(&blk, tile, b, &mut acc, &mut acc_min);
         }
     }
     for (a, m) in acc.iter_mut().zip(acc_min) {
         *a = _mm512_sub_ps(*a, m);
     }
     transpose_out(&acc, out);
+}
+
+/// Super-blocks [`k_group_tiles`] and [`q6k_group_tiles`] rearrange at a time (about 5.5
+/// KiB each for 16 rows).
+const PACKED_SUPER_BLOCKS: usize = 2;
+
+/// [`k_group`] for several tiles (see [`several_tiles`]).
+///
+/// # Safety
+/// As for [`k_group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_group_tiles<const FIVE: bool>(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    out: &mut [f32],
+    placement: (usize, usize, usize),
+) {
+    let z = _mm512_setzero_si512();
+    let empty = KBlock {
+        head: KHead {
+            d: _mm512_setzero_ps(),
+            dmin: _mm512_setzero_ps(),
+            scales: [z; SUB_BLOCKS],
+            min_pairs: [z; SUB_BLOCKS],
+        },
+        groups: [[z; GROUPS]; SUB_BLOCKS],
+    };
+    // SAFETY: super-blocks b < n_blocks lie inside each of the 16 rows and every tile
+    // (caller); same CPU features as this function.
+    unsafe {
+        several_tiles::<KBlock, PACKED_SUPER_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            |b| load_k_block::<FIVE>(w, offsets, b),
+            |blk, tile, b, acc, acc_min| add_k_block(blk, tile, b, acc, acc_min),
+            |acc, acc_min| _mm512_sub_ps(acc, acc_min),
+            out,
+            placement,
+        )
+    }
 }
 
 /// The Q4_K (`FIVE = false`) or Q5_K tile: groups of 16 rows as in [`gemm`].
@@ -810,6 +910,29 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
                 results.try_into().expect("one tile"),
             )
         }
+    });
+}
+
+/// The several-tile kernel for Q4_K (`FIVE = false`) or Q5_K (`FIVE = true`).
+fn gemm_k_tiles<const FIVE: bool>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+    let block_bytes = if FIVE { 176 } else { 144 };
+    let (row_bytes, n_blocks) = check_tiles_args(
+        w,
+        w_rows,
+        block_bytes,
+        tiles,
+        Q8K_BYTES,
+        (false, false),
+        out,
+    );
+    for tile in tiles {
+        check_sub_block_sums(tile, n_blocks);
+    }
+    for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; the group's rows at `offsets` exist; every tile and its tables were
+        // checked above; `out` holds `w_rows` values per tile row.
+        unsafe { k_group_tiles::<FIVE>(first, offsets, n_blocks, tiles, out, placement) }
     });
 }
 
@@ -904,8 +1027,118 @@ unsafe fn q6k_chunk(
     }
 }
 
+/// One Q6_K block of 16 rows rearranged for the tile: per 32-element chunk (`4n + m`) its 8
+/// quant groups, the 16 sub-block scales, the scale pairs for the `- 32` term and `d`.
+#[derive(Clone, Copy)]
+struct Q6Block {
+    /// Chunk `4n + m`'s groups.
+    groups: [[__m512i; GROUPS]; 8],
+    /// The 16 sub-block scales.
+    scales: [__m512i; 16],
+    /// Scale pairs for `vpdpwssd` against the 16-element activation sums.
+    pairs: [__m512i; SUB_BLOCKS],
+    /// The rows' `d`.
+    d: __m512,
+}
+
+/// Reads block `b` of the 16 Q6_K rows (row `r` at `w + offsets[r]`) into a [`Q6Block`].
+///
+/// # Safety
+/// Block `b` must lie inside each of the 16 rows.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn load_q6k_block(w: *const u8, offsets: &[usize; GROUP], b: usize) -> Q6Block {
+    let four = _mm512_set1_epi8(0x0F);
+    let two_bits = _mm512_set1_epi8(0x30);
+    // SAFETY (all reads below): block b lies inside each of the 16 rows (caller).
+    unsafe {
+        let p = w.add(b * Q6K_BYTES);
+        let (scales, pairs, d) = q6k_head(p, offsets);
+        let mut groups = [[_mm512_setzero_si512(); GROUPS]; 8];
+        for n in 0..2 {
+            let ql = [
+                transpose_16x8(p.add(64 * n), offsets),
+                transpose_16x8(p.add(64 * n + 32), offsets),
+            ];
+            let qh = transpose_16x8(p.add(Q6K_QH + 32 * n), offsets);
+            for m in 0..4 {
+                // Elements 128n + 32m + l: nibble (low for m < 2) of ql[64n + 32(m%2) + l]
+                // and bits 2m, 2m + 1 of qh[32n + l] as bits 4, 5.
+                groups[4 * n + m] = std::array::from_fn(|k| {
+                    let low = ql[m % 2][k];
+                    let nibble = if m < 2 {
+                        _mm512_and_si512(low, four)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(low), four)
+                    };
+                    let high = if m < 2 {
+                        _mm512_sll_epi32(qh[k], _mm_cvtsi32_si128(4 - 2 * m as i32))
+                    } else {
+                        _mm512_srl_epi32(qh[k], _mm_cvtsi32_si128(2 * m as i32 - 4))
+                    };
+                    _mm512_ternarylogic_epi32::<0xF8>(nibble, high, two_bits)
+                });
+            }
+        }
+        Q6Block {
+            groups,
+            scales,
+            pairs,
+            d,
+        }
+    }
+}
+
+/// Adds block `b` (rearranged in `blk`) times the tile's block `b`: per tile row the exact
+/// `Σ_s sc_s · Σ (q - 32)·a` (the `- 32` through `vpdpwssd` of the scale pairs against the
+/// 16-element activation sums), then one conversion and FMA with `d · d_a`.
+///
+/// # Safety
+/// Block `b` must lie inside every tile row, and the tile's tables must cover it.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn add_q6k_block(
+    blk: &Q6Block,
+    tile: &ActTile<'_>,
+    b: usize,
+    acc: &mut [__m512; GEMM_TILE],
+) {
+    // SAFETY (all reads below): block b lies inside every tile row; the tables hold its 8
+    // `d` values and 64 sums (caller).
+    unsafe {
+        let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
+        let mut isum = [_mm512_setzero_si512(); GEMM_TILE];
+        for n in 0..2 {
+            for m in 0..4 {
+                let s = 8 * n + 2 * m;
+                let sc = (blk.scales[s], blk.scales[s + 1]);
+                let chunk = a.add(128 * n + 32 * m);
+                q6k_chunk(
+                    &blk.groups[4 * n + m],
+                    sc,
+                    chunk,
+                    tile.row_stride,
+                    &mut isum,
+                );
+            }
+        }
+        let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
+        let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
+        for (t, isum) in isum.into_iter().enumerate() {
+            let mut offset = _mm512_setzero_si512();
+            for (j, pair) in blk.pairs.iter().enumerate() {
+                let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
+                offset = _mm512_dpwssd_epi32(offset, *pair, s);
+            }
+            let total = _mm512_sub_epi32(isum, _mm512_slli_epi32::<5>(offset));
+            let scale = _mm512_mul_ps(blk.d, _mm512_set1_ps(*d_a.add(t)));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), scale, acc[t]);
+        }
+    }
+}
+
 /// 16 Q6_K weight rows (row `r` at `w + offsets[r]`, `n_blocks` blocks each) against the
-/// tile: `out[r * 8 + t]`.
+/// tile: `out[r * 8 + t]`; per block [`load_q6k_block`] then [`add_q6k_block`].
 ///
 /// The quants `q` (0..=63) enter unsigned; the `- 32` comes back as
 /// `32 · Σ_s sc_s · bsum_s` from the tile's 16-element activation sums (`vpdpwssd`), so per
@@ -923,62 +1156,52 @@ unsafe fn q6k_group(
     tile: &ActTile<'_>,
     out: &mut [f32; GROUP * GEMM_TILE],
 ) {
-    let stride = tile.row_stride;
-    let four = _mm512_set1_epi8(0x0F);
-    let two_bits = _mm512_set1_epi8(0x30);
     let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
-    // SAFETY (all reads below): block b < n_blocks lies inside each of the 16 rows (caller)
-    // and inside every tile row; the tables hold n_blocks * 8 `d` values and n_blocks * 64
-    // sums (caller).
-    unsafe {
-        for b in 0..n_blocks {
-            let p = w.add(b * Q6K_BYTES);
-            let (scales, pairs, d) = q6k_head(p, offsets);
-            let a = tile.quants.as_ptr().add(b * Q8K_BYTES + Q8K_QS);
-            let mut isum = [_mm512_setzero_si512(); GEMM_TILE];
-            for n in 0..2 {
-                let ql = [
-                    transpose_16x8(p.add(64 * n), offsets),
-                    transpose_16x8(p.add(64 * n + 32), offsets),
-                ];
-                let qh = transpose_16x8(p.add(Q6K_QH + 32 * n), offsets);
-                for m in 0..4 {
-                    // Elements 128n + 32m + l: nibble (low for m < 2) of ql[64n + 32(m%2) + l]
-                    // and bits 2m, 2m + 1 of qh[32n + l] as bits 4, 5.
-                    let groups = std::array::from_fn(|k| {
-                        let low = ql[m % 2][k];
-                        let nibble = if m < 2 {
-                            _mm512_and_si512(low, four)
-                        } else {
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(low), four)
-                        };
-                        let high = if m < 2 {
-                            _mm512_sll_epi32(qh[k], _mm_cvtsi32_si128(4 - 2 * m as i32))
-                        } else {
-                            _mm512_srl_epi32(qh[k], _mm_cvtsi32_si128(2 * m as i32 - 4))
-                        };
-                        _mm512_ternarylogic_epi32::<0xF8>(nibble, high, two_bits)
-                    });
-                    let s = 8 * n + 2 * m;
-                    let sc = (scales[s], scales[s + 1]);
-                    q6k_chunk(&groups, sc, a.add(128 * n + 32 * m), stride, &mut isum);
-                }
-            }
-            let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
-            let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
-            for (t, isum) in isum.into_iter().enumerate() {
-                let mut offset = _mm512_setzero_si512();
-                for (j, pair) in pairs.iter().enumerate() {
-                    let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
-                    offset = _mm512_dpwssd_epi32(offset, *pair, s);
-                }
-                let total = _mm512_sub_epi32(isum, _mm512_slli_epi32::<5>(offset));
-                let scale = _mm512_mul_ps(d, _mm512_set1_ps(*d_a.add(t)));
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), scale, acc[t]);
-            }
+    for b in 0..n_blocks {
+        // SAFETY: block b < n_blocks lies inside each of the 16 rows and the tile (caller).
+        unsafe {
+            let blk = load_q6k_block(w, offsets, b);
+            add_q6k_block(&blk, tile, b, &mut acc);
         }
     }
     transpose_out(&acc, out);
+}
+
+/// [`q6k_group`] for several tiles (see [`several_tiles`]).
+///
+/// # Safety
+/// As for [`q6k_group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <=
+/// 16`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn q6k_group_tiles(
+    w: *const u8,
+    offsets: &[usize; GROUP],
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    out: &mut [f32],
+    placement: (usize, usize, usize),
+) {
+    let z = _mm512_setzero_si512();
+    let empty = Q6Block {
+        groups: [[z; GROUPS]; 8],
+        scales: [z; 16],
+        pairs: [z; SUB_BLOCKS],
+        d: _mm512_setzero_ps(),
+    };
+    // SAFETY: blocks b < n_blocks lie inside each of the 16 rows and every tile (caller);
+    // same CPU features as this function.
+    unsafe {
+        several_tiles::<Q6Block, PACKED_SUPER_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            |b| load_q6k_block(w, offsets, b),
+            |blk, tile, b, acc, _| add_q6k_block(blk, tile, b, acc),
+            |acc, _| acc,
+            out,
+            placement,
+        )
+    }
 }
 
 /// The Q6_K tile: groups of 16 rows as in [`gemm`].
@@ -1002,6 +1225,21 @@ fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
     });
 }
 
+/// The several-tile kernel for Q6_K.
+fn gemm_q6_k_tiles(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+    let (row_bytes, n_blocks) =
+        check_tiles_args(w, w_rows, Q6K_BYTES, tiles, Q8K_BYTES, (false, false), out);
+    for tile in tiles {
+        check_sub_block_sums(tile, n_blocks);
+    }
+    for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; the group's rows at `offsets` exist; every tile and its tables were
+        // checked above; `out` holds `w_rows` values per tile row.
+        unsafe { q6k_group_tiles(first, offsets, n_blocks, tiles, out, placement) }
+    });
+}
+
 /// Installs the tiles (they need AVX-512 VBMI on top of the tier's features; without it
 /// the AVX2 tiles stay).
 pub(super) fn install(set: &mut KernelSet) {
@@ -1021,4 +1259,7 @@ pub(super) fn install(set: &mut KernelSet) {
     set.set_gemm(GgmlType::Q4_K, gemm_k::<false>);
     set.set_gemm(GgmlType::Q5_K, gemm_k::<true>);
     set.set_gemm(GgmlType::Q6_K, gemm_q6_k);
+    set.set_gemm_tiles(GgmlType::Q4_K, gemm_k_tiles::<false>);
+    set.set_gemm_tiles(GgmlType::Q5_K, gemm_k_tiles::<true>);
+    set.set_gemm_tiles(GgmlType::Q6_K, gemm_q6_k_tiles);
 }
