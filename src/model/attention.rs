@@ -1399,7 +1399,6 @@ mod tests {
         eprintln!("{cases} tasks bit for bit");
     }
 
-
     fn pool() -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
             .num_threads(2)

@@ -165,7 +165,10 @@ fn geglu_one(table: &[f16], z: f32) -> f32 {
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn geglu_avx2(table: &[f16], gate: &mut [f32], up: &[f32]) -> usize {
     use std::arch::x86_64::*;
-    assert!(table.len() > usize::from(u16::MAX) + 1, "GELU table lacks its padding entry");
+    assert!(
+        table.len() > usize::from(u16::MAX) + 1,
+        "GELU table lacks its padding entry"
+    );
     let n = gate.len().min(up.len()) / 8 * 8;
     let base = table.as_ptr().cast::<i32>();
     let low16 = _mm256_set1_epi32(0xFFFF);
@@ -182,8 +185,15 @@ unsafe fn geglu_avx2(table: &[f16], gate: &mut [f32], up: &[f32]) -> usize {
             let packed = _mm256_permute4x64_epi64::<0b1000>(packed);
             let mut gelu = _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
             gelu = _mm256_blendv_ps(gelu, z, _mm256_cmp_ps::<_CMP_GE_OQ>(z, hi));
-            gelu = _mm256_blendv_ps(gelu, _mm256_setzero_ps(), _mm256_cmp_ps::<_CMP_LE_OQ>(z, lo));
-            _mm256_storeu_ps(g.as_mut_ptr(), _mm256_mul_ps(gelu, _mm256_loadu_ps(u.as_ptr())));
+            gelu = _mm256_blendv_ps(
+                gelu,
+                _mm256_setzero_ps(),
+                _mm256_cmp_ps::<_CMP_LE_OQ>(z, lo),
+            );
+            _mm256_storeu_ps(
+                g.as_mut_ptr(),
+                _mm256_mul_ps(gelu, _mm256_loadu_ps(u.as_ptr())),
+            );
         }
     }
     n
