@@ -308,29 +308,6 @@ unsafe fn add_block<const KIND: u8>(
     }
 }
 
-/// Adds the minimum terms (Q4_1 / Q5_1) to the accumulators and writes them to `out` as
-/// `[row][activation row]`, `per_row` values per row from `col`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn finish<const KIND: u8>(
-    mut acc: [__m512; GEMM_TILE],
-    acc_min: [__m512; GEMM_TILE],
-    out: &mut [f32],
-    per_row: usize,
-    col: usize,
-) {
-    if has_min(KIND) {
-        for (a, m) in acc.iter_mut().zip(acc_min) {
-            *a = _mm512_add_ps(*a, m);
-        }
-    }
-    let mut results = [0f32; GROUP * GEMM_TILE];
-    transpose_out(&acc, &mut results);
-    for (r, row) in results.chunks_exact(GEMM_TILE).enumerate() {
-        out[r * per_row + col..r * per_row + col + GEMM_TILE].copy_from_slice(row);
-    }
-}
-
 /// [`GROUP`] weight rows (row `r` at `w + offsets[r]`, `n_blocks` blocks each) against
 /// the tile: `out[r * 8 + t]`.
 ///
@@ -343,7 +320,7 @@ unsafe fn group<const KIND: u8>(
     offsets: &[usize; GROUP],
     n_blocks: usize,
     tile: &ActTile<'_>,
-    out: &mut [f32],
+    out: &mut [f32; GROUP * GEMM_TILE],
 ) {
     let mut acc = [_mm512_setzero_ps(); GEMM_TILE];
     let mut acc_min = [_mm512_setzero_ps(); GEMM_TILE];
@@ -355,8 +332,12 @@ unsafe fn group<const KIND: u8>(
             add_block::<KIND>(&blk, tile, b, &mut acc, &mut acc_min);
         }
     }
-    // SAFETY: same CPU features as this function.
-    unsafe { finish::<KIND>(acc, acc_min, out, GEMM_TILE, 0) };
+    if has_min(KIND) {
+        for (a, m) in acc.iter_mut().zip(acc_min) {
+            *a = _mm512_add_ps(*a, m);
+        }
+    }
+    transpose_out(&acc, out);
 }
 
 /// Weight blocks [`group_tiles`] rearranges at a time (16 rows x 16 blocks x 640 bytes =
@@ -521,22 +502,20 @@ fn for_each_tiles_group(
 
 /// Runs `group_fn(rows, offsets, results)` for each group of [`GROUP`] weight rows of `w`
 /// (rows of `row_bytes` bytes; `rows` points at the group's first row and `offsets` holds
-/// each lane's row offset from it) and copies each group's results (`per_row` values per
-/// row) into its part of `out` (`[row][activation row]`). A last group of fewer rows
-/// repeats its last row in the missing lanes and keeps only its own results.
+/// each lane's row offset from it) and copies each group's results into its part of `out`
+/// (`[row][activation row]`). A last group of fewer rows repeats its last row in the
+/// missing lanes and keeps only its own results.
 fn for_each_group(
     w: &[u8],
     row_bytes: usize,
     out: &mut [f32],
-    per_row: usize,
-    mut group_fn: impl FnMut(*const u8, &[usize; GROUP], &mut [f32]),
+    mut group_fn: impl FnMut(*const u8, &[usize; GROUP], &mut [f32; GROUP * GEMM_TILE]),
 ) {
-    let mut results = [0f32; GROUP * GEMM_TILE * MAX_GEMM_TILES];
-    let results = &mut results[..GROUP * per_row];
-    for (g, out) in out.chunks_mut(GROUP * per_row).enumerate() {
-        let rows = out.len() / per_row;
+    let mut results = [0f32; GROUP * GEMM_TILE];
+    for (g, out) in out.chunks_mut(GROUP * GEMM_TILE).enumerate() {
+        let rows = out.len() / GEMM_TILE;
         let offsets: [usize; GROUP] = std::array::from_fn(|r| r.min(rows - 1) * row_bytes);
-        group_fn(w[g * GROUP * row_bytes..].as_ptr(), &offsets, results);
+        group_fn(w[g * GROUP * row_bytes..].as_ptr(), &offsets, &mut results);
         out.copy_from_slice(&results[..out.len()]);
     }
 }
@@ -565,7 +544,7 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
         (has_min(KIND), offset_shift(KIND) > 0),
         out,
     );
-    for_each_group(w, row_bytes, out, GEMM_TILE, |rows, offsets, results| {
+    for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
         // exist; `check_gemm_args` validated the tile.
@@ -897,19 +876,11 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
     let (row_bytes, n_blocks) =
         check_gemm_args(w, w_rows, block_bytes, tile, Q8K_BYTES, (false, false), out);
     check_sub_block_sums(tile, n_blocks);
-    for_each_group(w, row_bytes, out, GEMM_TILE, |rows, offsets, results| {
+    for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
         // exist; the tile and its tables were checked above.
-        unsafe {
-            k_group::<FIVE>(
-                rows,
-                offsets,
-                n_blocks,
-                tile,
-                results.try_into().expect("one tile"),
-            )
-        }
+        unsafe { k_group::<FIVE>(rows, offsets, n_blocks, tile, results) }
     });
 }
 
@@ -1209,19 +1180,11 @@ fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
     let (row_bytes, n_blocks) =
         check_gemm_args(w, w_rows, Q6K_BYTES, tile, Q8K_BYTES, (false, false), out);
     check_sub_block_sums(tile, n_blocks);
-    for_each_group(w, row_bytes, out, GEMM_TILE, |rows, offsets, results| {
+    for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
         // exist; the tile and its tables were checked above.
-        unsafe {
-            q6k_group(
-                rows,
-                offsets,
-                n_blocks,
-                tile,
-                results.try_into().expect("one tile"),
-            )
-        }
+        unsafe { q6k_group(rows, offsets, n_blocks, tile, results) }
     });
 }
 
