@@ -10,10 +10,13 @@
 //! Weights are random valid blocks: random bytes with every scale field replaced by a
 //! finite f16 (subnormals included); F32/F16/BF16 weights are random floats.
 
+mod common;
+
 use std::io::Write;
 use std::mem::{offset_of, size_of};
 use std::sync::OnceLock;
 
+use common::TILE_TYPES;
 use half::{bf16, f16};
 use openweight_kernels::blocks::*;
 use openweight_kernels::dispatch::{self, ActTile, KernelSet, GEMM_TILE};
@@ -565,18 +568,6 @@ fn matrices_with_different_activation_formats_or_widths_do_not_fuse() {
 // ---------------------------------------------------------------------------------------
 // GEMM tile kernels (`KernelSet::gemm`): 8 activation rows per call, against the scalar
 // dot kernel row by row.
-
-/// Weight types with GEMM tile kernels (Q6_K: AVX-512 VNNI only).
-const TILE_TYPES: [GgmlType; 8] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
 
 /// How the weight blocks of a tile case are filled.
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,11 @@
 //! which `simd_matches_scalar.rs` ties to the scalar reference. With one activation row
 //! (decode) they must also give exactly what the GEMM tile kernel gives each of its rows.
 
+mod common;
+
 use std::io::Write;
 
+use common::TILE_TYPES;
 use half::f16;
 use openweight_kernels::dispatch::{self, ActTile, GemmFn, GEMM_TILE, MAX_ACT_ROWS};
 use openweight_kernels::matmul::{scale_rows, tile_table_lens, tile_tables};
@@ -22,18 +25,6 @@ const TYPES: [GgmlType; 6] = [
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::IQ4_NL,
-];
-
-/// Weight types with GEMM tile kernels (in some set).
-const TILE_TYPES: [GgmlType; 8] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
 ];
 
 /// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two
