@@ -743,8 +743,25 @@ impl<'a> Work<'a> {
         }
     }
 
-    /// Runs `kernel(weight rows, m, results)` over the weight rows of `block`, at most
-    /// [`SCALED_ROWS`] at a time; each call leaves `m * n_tokens` results `[row][token]` in
+    /// The weight rows of `block` in runs of at most [`SCALED_ROWS`] (the rows one multi-row
+    /// kernel call takes): (first row, row count, their bytes).
+    fn row_runs<'b>(
+        &'b self,
+        block: &Range<usize>,
+    ) -> impl Iterator<Item = (usize, usize, &'b [u8])> + 'b {
+        let end = block.end;
+        (block.start..end).step_by(SCALED_ROWS).map(move |r0| {
+            let m = (end - r0).min(SCALED_ROWS);
+            (
+                r0,
+                m,
+                &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes],
+            )
+        })
+    }
+
+    /// Runs `kernel(weight rows, m, results)` over the weight rows of `block` ([`row_runs`](
+    /// Work::row_runs)); each call leaves `m * n_tokens` results `[row][token]` in
     /// `rows_out`, which go to the token segments of the output.
     #[inline]
     fn by_row_groups(
@@ -755,11 +772,8 @@ impl<'a> Work<'a> {
         segments: &mut [&mut [f32]; MAX_ACT_ROWS],
         mut kernel: impl FnMut(&[u8], usize, &mut [f32]),
     ) {
-        let mut k0 = 0;
-        while k0 < block.len() {
-            let m = (block.len() - k0).min(SCALED_ROWS);
-            let r0 = block.start + k0;
-            let w_rows = &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
+        for (r0, m, w_rows) in self.row_runs(block) {
+            let k0 = r0 - block.start;
             let res = &mut rows_out[..m * n_tokens];
             kernel(w_rows, m, res);
             for (k, row) in res.chunks_exact(n_tokens).enumerate() {
@@ -767,7 +781,6 @@ impl<'a> Work<'a> {
                     segment[k0 + k] = v;
                 }
             }
-            k0 += m;
         }
     }
 
@@ -795,6 +808,7 @@ impl<'a> Work<'a> {
         block: &Range<usize>,
         tokens: Range<usize>,
     ) -> usize {
+        // Zeroed only on this path (per row block), not in every job: decode never needs it.
         let mut results = [0f32; SCALED_ROWS * GEMM_TILE * MAX_GEMM_TILES];
         let mut t0 = tokens.start;
         while t0.is_multiple_of(GEMM_TILE) && tokens.end - t0 >= 2 * GEMM_TILE {
@@ -803,11 +817,7 @@ impl<'a> Work<'a> {
             let tiles: [ActTile<'_>; MAX_GEMM_TILES] =
                 std::array::from_fn(|k| self.tile(first + k.min(n - 1)));
             let per_row = n * GEMM_TILE;
-            let mut k0 = 0;
-            while k0 < block.len() {
-                let m = (block.len() - k0).min(SCALED_ROWS);
-                let r0 = block.start + k0;
-                let w_rows = &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes];
+            for (r0, m, w_rows) in self.row_runs(block) {
                 let res = &mut results[..m * per_row];
                 gemm_tiles(w_rows, m, &tiles[..n], res);
                 for (t, token) in res.chunks_exact(m).enumerate() {
@@ -816,7 +826,6 @@ impl<'a> Work<'a> {
                     let segment = unsafe { out.segment(t0 + t, r0..r0 + m) };
                     segment.copy_from_slice(token);
                 }
-                k0 += m;
             }
             t0 += per_row;
         }
