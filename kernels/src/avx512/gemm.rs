@@ -53,6 +53,7 @@
 //! `128 · Σ a` at most 128·32·128 = 2^19.
 
 use std::arch::x86_64::*;
+use std::slice::from_ref;
 
 use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
@@ -532,6 +533,34 @@ fn check_sub_block_sums(tile: &ActTile<'_>, n_blocks: usize) {
     );
 }
 
+/// Checks a K-quant call (one tile or several) against Q8_K activations: the
+/// [`check_tiles_args`] checks plus every tile's sub-block sums; returns (row bytes,
+/// super-blocks per row).
+///
+/// # Panics
+/// If the slices do not fit the contract (a caller bug).
+fn check_k_args(
+    w: &[u8],
+    w_rows: usize,
+    block_bytes: usize,
+    tiles: &[ActTile<'_>],
+    out: &[f32],
+) -> (usize, usize) {
+    let (row_bytes, n_blocks) = check_tiles_args(
+        w,
+        w_rows,
+        block_bytes,
+        tiles,
+        Q8K_BYTES,
+        (false, false),
+        out,
+    );
+    for tile in tiles {
+        check_sub_block_sums(tile, n_blocks);
+    }
+    (row_bytes, n_blocks)
+}
+
 /// The tile for one weight kind: groups of 16 rows; a last group of fewer rows repeats its
 /// last row in the missing lanes and keeps only its own results.
 fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
@@ -873,9 +902,7 @@ unsafe fn k_group_tiles<const FIVE: bool>(
 /// The Q4_K (`FIVE = false`) or Q5_K tile: groups of 16 rows as in [`gemm`].
 fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
     let block_bytes = if FIVE { 176 } else { 144 };
-    let (row_bytes, n_blocks) =
-        check_gemm_args(w, w_rows, block_bytes, tile, Q8K_BYTES, (false, false), out);
-    check_sub_block_sums(tile, n_blocks);
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, block_bytes, from_ref(tile), out);
     for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
@@ -887,18 +914,7 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
 /// The several-tile kernel for Q4_K (`FIVE = false`) or Q5_K (`FIVE = true`).
 fn gemm_k_tiles<const FIVE: bool>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
     let block_bytes = if FIVE { 176 } else { 144 };
-    let (row_bytes, n_blocks) = check_tiles_args(
-        w,
-        w_rows,
-        block_bytes,
-        tiles,
-        Q8K_BYTES,
-        (false, false),
-        out,
-    );
-    for tile in tiles {
-        check_sub_block_sums(tile, n_blocks);
-    }
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, block_bytes, tiles, out);
     for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; the group's rows at `offsets` exist; every tile and its tables were
@@ -1177,9 +1193,7 @@ unsafe fn q6k_group_tiles(
 
 /// The Q6_K tile: groups of 16 rows as in [`gemm`].
 fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
-    let (row_bytes, n_blocks) =
-        check_gemm_args(w, w_rows, Q6K_BYTES, tile, Q8K_BYTES, (false, false), out);
-    check_sub_block_sums(tile, n_blocks);
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, Q6K_BYTES, from_ref(tile), out);
     for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
@@ -1190,11 +1204,7 @@ fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
 
 /// The several-tile kernel for Q6_K.
 fn gemm_q6_k_tiles(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
-    let (row_bytes, n_blocks) =
-        check_tiles_args(w, w_rows, Q6K_BYTES, tiles, Q8K_BYTES, (false, false), out);
-    for tile in tiles {
-        check_sub_block_sums(tile, n_blocks);
-    }
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, Q6K_BYTES, tiles, out);
     for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; the group's rows at `offsets` exist; every tile and its tables were
