@@ -49,8 +49,9 @@ pub struct Args {
     pub json: bool,
     /// After the tests, measure memory-read bandwidth on the same threads (sum of a 1 GiB
     /// buffer, best of 3) and report decode's weight traffic (tg t/s x the weight bytes one
-    /// token reads, "decode_bytes_per_token" in --json) as a fraction of it. Adds "bandwidth_gbs", "tg_weight_gbs" and "tg_bandwidth_fraction" to
-    /// --json (the last two null with -n 0); without this flag the fields are absent.
+    /// token reads, "decode_bytes_per_token" in --json) as a fraction of it. Adds
+    /// "bandwidth_gbs", "tg_weight_gbs" and "tg_bandwidth_fraction" to --json (the last two
+    /// null with -n 0); without this flag the fields are absent.
     #[arg(long)]
     pub bandwidth: bool,
 }
