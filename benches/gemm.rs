@@ -11,7 +11,7 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{has_kernels, pool, random_activations, random_weights, timed};
+use common::{has_kernels, pool, random_activations, random_weights, runtime_layout, timed};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use openweight_kernels::matmul::{matmul, MatRef, MatmulScratch};
 use openweight_kernels::{dispatch, GgmlType};
@@ -44,16 +44,15 @@ fn gemm(c: &mut Criterion) {
         if !has_kernels(ty) {
             continue;
         }
-        let w_bytes = random_weights(ty, ROWS * COLS, 1);
+        let (w_bytes, layout, label) =
+            runtime_layout(ty, ROWS, COLS, random_weights(ty, ROWS * COLS, 1));
         let w = MatRef {
-            ty,
-            data: w_bytes.bytes(),
-            rows: ROWS,
-            cols: COLS,
+            layout,
+            ..MatRef::new(ty, w_bytes.bytes(), ROWS, COLS)
         };
         for &n_threads in threads {
             let pool = pool(n_threads);
-            let name = format!("gemm {ROWS}x{COLS}x{BATCH} {ty} {n_threads}t");
+            let name = format!("gemm {ROWS}x{COLS}x{BATCH} {ty} {n_threads}t{label}");
             group.bench_function(BenchmarkId::new(ty.name(), format!("{n_threads}t")), |b| {
                 b.iter_custom(|iters| {
                     timed(&name, flops as f64, iters, || {

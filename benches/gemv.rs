@@ -16,7 +16,9 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{has_kernels, pool, random_activations, random_weights, timed, WEIGHT_TYPES};
+use common::{
+    has_kernels, pool, random_activations, random_weights, runtime_layout, timed, WEIGHT_TYPES,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use openweight_kernels::matmul::{matmul, MatRef, MatmulScratch};
 use openweight_kernels::{dispatch, GgmlType};
@@ -28,12 +30,11 @@ fn bench_shape(c: &mut Criterion, rows: usize, cols: usize, types: &[GgmlType], 
         if !has_kernels(ty) || !wanted(&format!("gemv/{rows}x{cols}/{}", ty.name())) {
             continue;
         }
-        let w_bytes = random_weights(ty, rows * cols, 1);
+        let (w_bytes, layout, label) =
+            runtime_layout(ty, rows, cols, random_weights(ty, rows * cols, 1));
         let w = MatRef {
-            ty,
-            data: w_bytes.bytes(),
-            rows,
-            cols,
+            layout,
+            ..MatRef::new(ty, w_bytes.bytes(), rows, cols)
         };
         let x = random_activations(cols, 2);
         let mut y = vec![0f32; rows];
@@ -41,7 +42,7 @@ fn bench_shape(c: &mut Criterion, rows: usize, cols: usize, types: &[GgmlType], 
         group.throughput(Throughput::Bytes(w.data.len() as u64));
         for &n_threads in threads {
             let pool = pool(n_threads);
-            let name = format!("gemv {rows}x{cols} {ty} {n_threads}t");
+            let name = format!("gemv {rows}x{cols} {ty} {n_threads}t{label}");
             group.bench_function(BenchmarkId::new(ty.name(), format!("{n_threads}t")), |b| {
                 b.iter_custom(|iters| {
                     timed(&name, w.data.len() as f64, iters, || {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use half::{bf16, f16};
 use openweight_kernels::blocks::*;
+use openweight_kernels::interleave::{can_interleave, interleave, interleaved_len};
+use openweight_kernels::matmul::WeightLayout;
 use openweight_kernels::{dispatch, format, GgmlType};
 
 /// Every type that can be a weight, in the order the benches report them.
@@ -103,6 +105,27 @@ impl AlignedBytes {
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.storage)[..self.len]
     }
+}
+
+/// Weights as the runtime keeps them on this CPU: rearranged into the interleaved layout
+/// when the best kernels read `ty` that way (what loading a model does, unless
+/// `OPENWEIGHT_INTERLEAVE=0`), else as they are. Returns the bytes, their layout and a
+/// label for benchmark names ("" or " interleaved").
+pub fn runtime_layout(
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    w: AlignedBytes,
+) -> (AlignedBytes, WeightLayout, &'static str) {
+    let wants = openweight::model::interleaved::enabled()
+        && can_interleave(ty)
+        && dispatch::best().interleaved(ty).is_some();
+    if !wants {
+        return (w, WeightLayout::RowMajor, "");
+    }
+    let mut out = AlignedBytes::zeroed(interleaved_len(ty, rows, cols));
+    interleave(ty, w.bytes(), rows, cols, out.bytes_mut());
+    (out, WeightLayout::Interleaved, " interleaved")
 }
 
 /// Byte offsets of the f16 scale fields of one block of `ty`, and the block size.

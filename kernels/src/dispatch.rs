@@ -29,8 +29,8 @@ pub type DotFn = fn(w: &[u8], acts: &[u8], act_row_bytes: usize, out: &mut [f32]
 /// back to back (each `w.len() / w_rows` bytes). `out` holds `w_rows * n` values for `n`
 /// activation rows (1 ..= [`MAX_ACT_ROWS`]): `out[m * n + i]` = dot(weight row `m`,
 /// activation row `i`). `act_scales` holds, for activation row `i`, the `d` of each of its
-/// blocks at `i * scale_stride`, and for Q8_1 the `s` of each block right after them
-/// (`matmul::scale_rows` builds this table). Every result is bit for bit what the set's
+/// blocks at `i * scale_stride`, and right after them for Q8_1 the `s` of each block, for
+/// Q8_0 the exact sum of each block's quants (`matmul::scale_rows` builds this table). Every result is bit for bit what the set's
 /// [`DotFn`] for the same type gives for that weight row (the f16 fields carry the same
 /// values).
 pub type ScaledDotFn = fn(
@@ -89,6 +89,23 @@ pub const MAX_GEMM_TILES: usize = 16;
 /// every weight block is rearranged for the tile arithmetic once for all the tiles instead
 /// of once per tile. Panics if the slices do not hold those sizes (a caller bug).
 pub type GemmTilesFn = fn(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]);
+
+/// A [`ScaledDotFn`] for weights in the row-interleaved layout of [`crate::interleave`]:
+/// `w` holds the whole groups that cover `w_rows` rows (`w.len()` is
+/// `w_rows.div_ceil(16) * 16` rows' bytes; padding rows are read and dropped), and `out`
+/// is token-major: `out[i * w_rows + m]` = dot(weight row `m`, activation row `i`) for the
+/// `out.len() / w_rows` (1 ..= [`MAX_ACT_ROWS`]) activation rows. The activation arguments
+/// and the scale table are those of a [`ScaledDotFn`] (with Q8_0's block sums). Every result
+/// is bit for bit what the set's [`ScaledDotFn`] gives for the same rows in the file's layout.
+pub type InterleavedDotFn = fn(
+    w: &[u8],
+    w_rows: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    act_scales: &[f32],
+    scale_stride: usize,
+    out: &mut [f32],
+);
 
 /// Checks the [`GemmFn`] contract for `w_rows` rows of weight blocks of
 /// `w_block_bytes` against a tile of activation blocks of `a_block_bytes`, and returns
@@ -150,6 +167,7 @@ pub struct KernelSet {
     scaled_dots: [Option<ScaledDotFn>; GgmlType::ID_LIMIT],
     gemms: [Option<GemmFn>; GgmlType::ID_LIMIT],
     gemm_tiles: [Option<GemmTilesFn>; GgmlType::ID_LIMIT],
+    interleaved: [Option<(InterleavedDotFn, GemmTilesFn)>; GgmlType::ID_LIMIT],
     quantizers: [Option<QuantizeFn>; GgmlType::ID_LIMIT],
 }
 
@@ -162,6 +180,7 @@ impl KernelSet {
             scaled_dots: [None; GgmlType::ID_LIMIT],
             gemms: [None; GgmlType::ID_LIMIT],
             gemm_tiles: [None; GgmlType::ID_LIMIT],
+            interleaved: [None; GgmlType::ID_LIMIT],
             quantizers: [None; GgmlType::ID_LIMIT],
         }
     }
@@ -195,6 +214,15 @@ impl KernelSet {
         self.gemm_tiles[weight.id() as usize]
     }
 
+    /// The kernels for weights of type `weight` in the row-interleaved layout of
+    /// [`crate::interleave`], if this set has them: the dot for up to [`MAX_ACT_ROWS`]
+    /// activation rows and a [`GemmTilesFn`] that reads the interleaved groups as its `w` (1
+    /// ..= [`MAX_GEMM_TILES`] tiles, same output and bits as the set's own). When a set has
+    /// them, loading a model rearranges such weights once and the matmul uses these.
+    pub fn interleaved(&self, weight: GgmlType) -> Option<(InterleavedDotFn, GemmTilesFn)> {
+        self.interleaved[weight.id() as usize]
+    }
+
     /// The quantizer that produces activation rows of type `act`, if `act` is one.
     pub fn quantize(&self, act: GgmlType) -> Option<QuantizeFn> {
         self.quantizers[act.id() as usize]
@@ -222,6 +250,17 @@ impl KernelSet {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn set_gemm_tiles(&mut self, weight: GgmlType, f: GemmTilesFn) {
         self.gemm_tiles[weight.id() as usize] = Some(f);
+    }
+
+    /// Sets the interleaved-layout kernels for `weight` (only the AVX-512 set has them).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn set_interleaved(
+        &mut self,
+        weight: GgmlType,
+        dot: InterleavedDotFn,
+        tiles: GemmTilesFn,
+    ) {
+        self.interleaved[weight.id() as usize] = Some((dot, tiles));
     }
 
     /// Sets the activation quantizer for `act`.

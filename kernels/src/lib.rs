@@ -17,6 +17,7 @@ pub mod bandwidth;
 pub mod blocks;
 pub mod dispatch;
 pub mod formats;
+pub mod interleave;
 pub mod matmul;
 pub mod types;
 

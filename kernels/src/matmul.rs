@@ -46,10 +46,11 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use crate::dispatch::{
-    self, ActTile, DotFn, GemmFn, GemmTilesFn, KernelSet, QuantizeFn, ScaledDotFn, GEMM_TILE,
-    MAX_ACT_ROWS, MAX_GEMM_TILES,
+    self, ActTile, DotFn, GemmFn, GemmTilesFn, InterleavedDotFn, KernelSet, QuantizeFn,
+    ScaledDotFn, GEMM_TILE, MAX_ACT_ROWS, MAX_GEMM_TILES,
 };
 use crate::formats::format;
+use crate::interleave::{interleaved_len, INTERLEAVE_ROWS};
 use crate::types::GgmlType;
 
 /// Weight bytes times activation rows below which a matmul runs on the calling thread
@@ -62,28 +63,66 @@ const PARALLEL_QUANTIZE_ELEMS: usize = 32 * 1024;
 const JOBS_PER_THREAD: usize = 4;
 /// Smallest number of weight rows in a job (unless the matrix has fewer).
 const MIN_JOB_ROWS: usize = 16;
-/// Jobs cover a multiple of this many weight rows (the interleave width of repacked types).
-const JOB_ROW_ALIGN: usize = 8;
+/// Jobs cover a multiple of this many weight rows (the groups of interleaved weights).
+const JOB_ROW_ALIGN: usize = INTERLEAVE_ROWS;
 /// Weight bytes a job walks for every activation tile before moving on; sized to stay in
 /// L2 together with one tile of quantized activations.
 const ROW_BLOCK_BYTES: usize = 128 * 1024;
 /// Weight rows per [`ScaledDotFn`] call (amortises the call over many short rows in decode).
 const SCALED_ROWS: usize = 32;
+/// Weight rows per [`InterleavedDotFn`] call with several activation rows (decode, with one,
+/// writes a whole row block straight into the output).
+const INTERLEAVED_ROWS: usize = 64;
 /// Alignment (and stride granularity) of the quantized activation rows.
 const ACT_ALIGN: usize = 64;
 
-/// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty`, row-major,
-/// exactly `rows * row_bytes(cols)` bytes (usually a slice of the memory-mapped file).
+/// How the bytes of a weight matrix are arranged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// The file's layout: row after row, `rows * row_bytes(cols)` bytes.
+    #[default]
+    RowMajor,
+    /// The row-interleaved layout of [`crate::interleave`]
+    /// ([`interleaved_len`]`(ty, rows, cols)` bytes); only for kernel sets with
+    /// [`KernelSet::interleaved`] kernels for the type.
+    Interleaved,
+}
+
+/// A borrowed weight matrix: `rows` rows of `cols` elements of type `ty` (usually a slice of
+/// the memory-mapped file, or weights rearranged at load time).
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
     /// Element type of the weights.
     pub ty: GgmlType,
-    /// The raw rows.
+    /// The weights' bytes, arranged as `layout` says.
     pub data: &'a [u8],
     /// Number of rows (output features).
     pub rows: usize,
     /// Elements per row (input features).
     pub cols: usize,
+    /// How `data` is arranged.
+    pub layout: WeightLayout,
+}
+
+impl<'a> MatRef<'a> {
+    /// A matrix in the file's row-major layout.
+    pub fn new(ty: GgmlType, data: &'a [u8], rows: usize, cols: usize) -> MatRef<'a> {
+        MatRef {
+            ty,
+            data,
+            rows,
+            cols,
+            layout: WeightLayout::RowMajor,
+        }
+    }
+
+    /// Bytes `data` must hold for this shape and layout.
+    pub fn expected_len(&self) -> usize {
+        match self.layout {
+            WeightLayout::RowMajor => self.rows * format(self.ty).row_bytes(self.cols),
+            WeightLayout::Interleaved => interleaved_len(self.ty, self.rows, self.cols),
+        }
+    }
 }
 
 /// One cache line of scratch bytes; a `Vec` of these is a 64-byte aligned byte buffer.
@@ -264,12 +303,23 @@ pub fn matmul_many_with(
         let w_row_bytes = wf.row_bytes(w.cols);
         assert_eq!(
             w.data.len(),
-            w.rows * w_row_bytes,
-            "weight bytes do not match {}x{} {}",
+            w.expected_len(),
+            "weight bytes do not match {}x{} {} ({:?})",
             w.rows,
             w.cols,
-            w.ty
+            w.ty,
+            w.layout
         );
+        let interleaved = match w.layout {
+            WeightLayout::RowMajor => None,
+            WeightLayout::Interleaved => Some(kernels.interleaved(w.ty).unwrap_or_else(|| {
+                panic!(
+                    "interleaved {} weights need kernels for them, the {} set has none",
+                    w.ty,
+                    kernels.name()
+                )
+            })),
+        };
         assert_eq!(y.len(), n_tokens * w.rows, "output length does not match");
         let dot = kernels
             .dot(w.ty)
@@ -280,6 +330,7 @@ pub fn matmul_many_with(
             scaled: kernels.scaled_dot(w.ty),
             gemm: kernels.gemm(w.ty),
             gemm_tiles: kernels.gemm_tiles(w.ty),
+            interleaved,
             tiles: TileTables::default(),
             scales: &[],
             scale_stride: 0,
@@ -288,7 +339,7 @@ pub fn matmul_many_with(
             rows: w.rows,
             acts: &[],
             act_stride: 0,
-            row_block: row_block(w_row_bytes),
+            row_block: row_block(w_row_bytes, interleaved.is_some()),
         });
         *out = Some(SharedOut::new(y, w.rows, n_tokens));
     }
@@ -349,9 +400,10 @@ pub fn matmul_many_with(
         .unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
     let a_row_bytes = af.row_bytes(cols);
     let act_stride = a_row_bytes.next_multiple_of(ACT_ALIGN);
-    let wants_scales = works[..n_mats]
-        .iter()
-        .any(|w| w.as_ref().is_some_and(|w| w.scaled.is_some()));
+    let wants_scales = works[..n_mats].iter().any(|w| {
+        w.as_ref()
+            .is_some_and(|w| w.scaled.is_some() || w.interleaved.is_some())
+    });
     let scale_stride = if wants_scales {
         scale_row_len(af.ty, cols / af.block_elems)
     } else {
@@ -359,9 +411,10 @@ pub fn matmul_many_with(
     };
     let n_blocks = cols / af.block_elems;
     let wants_tiles = n_tokens >= GEMM_TILE
-        && works[..n_mats]
-            .iter()
-            .any(|w| w.as_ref().is_some_and(|w| w.gemm.is_some()));
+        && works[..n_mats].iter().any(|w| {
+            w.as_ref()
+                .is_some_and(|w| w.gemm.is_some() || w.interleaved.is_some())
+        });
     let n_tiles = if wants_tiles { n_tokens / GEMM_TILE } else { 0 };
     let lens = if wants_tiles {
         tile_table_lens(af.ty, n_blocks)
@@ -440,11 +493,12 @@ pub fn matmul_many_with(
 /// Weight rows a job walks per pass over its activation tiles: about [`ROW_BLOCK_BYTES`] of
 /// them, rounded down to a multiple of 16 when there are more (the AVX-512 tiles take 16
 /// rows at a time and a partial group costs a full one: Q4_K/Q6_K rows of 4864 columns gave
-/// blocks of 47 rows, so a 112-row job took 8 groups instead of 7).
-fn row_block(w_row_bytes: usize) -> usize {
+/// blocks of 47 rows, so a 112-row job took 8 groups instead of 7), and never fewer than one
+/// whole group of `interleaved` weights.
+fn row_block(w_row_bytes: usize, interleaved: bool) -> usize {
     let rows = (ROW_BLOCK_BYTES / w_row_bytes).max(1);
-    if rows >= 16 {
-        rows / 16 * 16
+    if rows >= INTERLEAVE_ROWS || interleaved {
+        (rows / INTERLEAVE_ROWS).max(1) * INTERLEAVE_ROWS
     } else {
         rows
     }
@@ -453,13 +507,14 @@ fn row_block(w_row_bytes: usize) -> usize {
 /// f32 values [`scale_rows`] writes for one activation row of `n_blocks` blocks of `act`.
 fn scale_row_len(act: GgmlType, n_blocks: usize) -> usize {
     match act {
-        GgmlType::Q8_1 => 2 * n_blocks,
+        GgmlType::Q8_0 | GgmlType::Q8_1 => 2 * n_blocks,
         _ => n_blocks,
     }
 }
 
 /// The f32 scale table a [`ScaledDotFn`] reads, for one quantized activation row `row` of
-/// Q8_0 or Q8_1 blocks: the `d` of every block, then (Q8_1) the `s` of every block.
+/// Q8_0 or Q8_1 blocks: the `d` of every block, then for Q8_1 the `s` of every block, for
+/// Q8_0 the exact sum of every block's 32 quants (at most 32 · 128, so exact in f32).
 ///
 /// # Panics
 /// If `act` is not Q8_0 or Q8_1, or `out` is shorter than the table (caller bugs).
@@ -467,9 +522,12 @@ pub fn scale_rows(act: GgmlType, row: &[u8], out: &mut [f32]) {
     let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
     match act {
         GgmlType::Q8_0 => {
+            let n_blocks = row.len() / format(act).block_bytes;
+            let (d, sums) = out[..2 * n_blocks].split_at_mut(n_blocks);
             let blocks = row.chunks_exact(format(act).block_bytes);
-            for (o, b) in out.iter_mut().zip(blocks) {
-                *o = f16_at(b, 0);
+            for ((d, sum), b) in d.iter_mut().zip(sums.iter_mut()).zip(blocks) {
+                *d = f16_at(b, 0);
+                *sum = b[2..].iter().map(|&q| i32::from(q as i8)).sum::<i32>() as f32;
             }
         }
         GgmlType::Q8_1 => {
@@ -696,13 +754,16 @@ struct Work<'a> {
     /// The several-tile kernel, if the set has one for the type (used for runs of at least
     /// two full tiles).
     gemm_tiles: Option<GemmTilesFn>,
+    /// The dot and several-tile kernels for interleaved weights: set exactly when `w` is in
+    /// the interleaved layout, and then used instead of all the kernels above.
+    interleaved: Option<(InterleavedDotFn, GemmTilesFn)>,
     /// Tables of the full tiles for `gemm` (empty unless built).
     tiles: TileTables<'a>,
     /// Activation scale table (see [`scale_rows`]), rows `scale_stride` apart; empty
     /// unless `scaled` is set.
     scales: &'a [f32],
     scale_stride: usize,
-    /// All weight rows.
+    /// All weight rows (row-major, or interleaved groups when `interleaved` is set).
     w: &'a [u8],
     w_row_bytes: usize,
     rows: usize,
@@ -731,6 +792,7 @@ impl<'a> Work<'a> {
             scaled: self.scaled,
             gemm: self.gemm,
             gemm_tiles: self.gemm_tiles,
+            interleaved: self.interleaved,
             tiles,
             scales,
             scale_stride,
@@ -743,20 +805,30 @@ impl<'a> Work<'a> {
         }
     }
 
-    /// The weight rows of `block` in runs of at most [`SCALED_ROWS`] (the rows one multi-row
-    /// kernel call takes): (first row, row count, their bytes).
+    /// The bytes of weight rows `r0 .. r0 + m`: exactly theirs in the row-major layout; the
+    /// whole groups that hold them when interleaved (`r0` is then a multiple of 16).
+    fn weight_rows(&self, r0: usize, m: usize) -> &[u8] {
+        if self.interleaved.is_some() {
+            debug_assert!(r0.is_multiple_of(INTERLEAVE_ROWS));
+            let end = (r0 + m).next_multiple_of(INTERLEAVE_ROWS);
+            &self.w[r0 * self.w_row_bytes..end * self.w_row_bytes]
+        } else {
+            &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes]
+        }
+    }
+
+    /// The weight rows of `block` in runs of at most `run` (the rows one multi-row kernel
+    /// call takes; a multiple of 16 for interleaved weights): (first row, row count, their
+    /// bytes as [`Work::weight_rows`] gives them).
     fn row_runs<'b>(
         &'b self,
         block: &Range<usize>,
+        run: usize,
     ) -> impl Iterator<Item = (usize, usize, &'b [u8])> + 'b {
         let end = block.end;
-        (block.start..end).step_by(SCALED_ROWS).map(move |r0| {
-            let m = (end - r0).min(SCALED_ROWS);
-            (
-                r0,
-                m,
-                &self.w[r0 * self.w_row_bytes..(r0 + m) * self.w_row_bytes],
-            )
+        (block.start..end).step_by(run).map(move |r0| {
+            let m = (end - r0).min(run);
+            (r0, m, self.weight_rows(r0, m))
         })
     }
 
@@ -772,7 +844,7 @@ impl<'a> Work<'a> {
         segments: &mut [&mut [f32]; MAX_ACT_ROWS],
         mut kernel: impl FnMut(&[u8], usize, &mut [f32]),
     ) {
-        for (r0, m, w_rows) in self.row_runs(block) {
+        for (r0, m, w_rows) in self.row_runs(block, SCALED_ROWS) {
             let k0 = r0 - block.start;
             let res = &mut rows_out[..m * n_tokens];
             kernel(w_rows, m, res);
@@ -798,12 +870,14 @@ impl<'a> Work<'a> {
     }
 
     /// Computes `y[t][r]` for the weight rows of `block` and the tokens from `tokens.start`
-    /// on, in runs of 2 ..= [`MAX_GEMM_TILES`] full tiles per `gemm_tiles` call, while at
-    /// least two full tiles remain; returns the first token left for the one-tile kernels.
-    /// The caller guarantees that no other job writes this rectangle of `out`.
+    /// on, in runs of `min_tiles` ..= [`MAX_GEMM_TILES`] full tiles per `gemm_tiles` call,
+    /// while at least `min_tiles` full tiles remain; returns the first token left for the
+    /// other kernels. The caller guarantees that no other job writes this rectangle of
+    /// `out`.
     fn tile_runs(
         &self,
         gemm_tiles: GemmTilesFn,
+        min_tiles: usize,
         out: SharedOut<'_>,
         block: &Range<usize>,
         tokens: Range<usize>,
@@ -811,13 +885,13 @@ impl<'a> Work<'a> {
         // Zeroed only on this path (per row block), not in every job: decode never needs it.
         let mut results = [0f32; SCALED_ROWS * GEMM_TILE * MAX_GEMM_TILES];
         let mut t0 = tokens.start;
-        while t0.is_multiple_of(GEMM_TILE) && tokens.end - t0 >= 2 * GEMM_TILE {
+        while t0.is_multiple_of(GEMM_TILE) && tokens.end - t0 >= min_tiles * GEMM_TILE {
             let n = ((tokens.end - t0) / GEMM_TILE).min(MAX_GEMM_TILES);
             let first = t0 / GEMM_TILE;
             let tiles: [ActTile<'_>; MAX_GEMM_TILES] =
                 std::array::from_fn(|k| self.tile(first + k.min(n - 1)));
             let per_row = n * GEMM_TILE;
-            for (r0, m, w_rows) in self.row_runs(block) {
+            for (r0, m, w_rows) in self.row_runs(block, SCALED_ROWS) {
                 let res = &mut results[..m * per_row];
                 gemm_tiles(w_rows, m, &tiles[..n], res);
                 for (t, token) in res.chunks_exact(m).enumerate() {
@@ -836,6 +910,10 @@ impl<'a> Work<'a> {
     /// no other job writes this rectangle of `out`.
     fn run(&self, out: SharedOut<'_>, rows: Range<usize>, tokens: Range<usize>) {
         debug_assert!(rows.end <= self.rows);
+        if let Some((dot, gemm_tiles)) = self.interleaved {
+            self.run_interleaved(dot, gemm_tiles, out, rows, tokens);
+            return;
+        }
         let mut tile_out = [0f32; MAX_ACT_ROWS];
         let mut rows_out = [0f32; SCALED_ROWS * MAX_ACT_ROWS];
         let mut block_start = rows.start;
@@ -843,7 +921,7 @@ impl<'a> Work<'a> {
             let block = block_start..(block_start + self.row_block).min(rows.end);
             let mut t0 = tokens.start;
             if let Some(gemm_tiles) = self.gemm_tiles.filter(|_| self.tiles.is_built()) {
-                t0 = self.tile_runs(gemm_tiles, out, &block, tokens.clone());
+                t0 = self.tile_runs(gemm_tiles, 2, out, &block, tokens.clone());
             }
             while t0 < tokens.end {
                 let nt = (tokens.end - t0).min(MAX_ACT_ROWS);
@@ -892,6 +970,62 @@ impl<'a> Work<'a> {
                             for (segment, &v) in segments.iter_mut().zip(tile_out.iter()) {
                                 segment[k] = v;
                             }
+                        }
+                    }
+                }
+                t0 += nt;
+            }
+            block_start = block.end;
+        }
+    }
+}
+
+impl Work<'_> {
+    /// [`Work::run`] for interleaved weights: full tiles through `gemm_tiles` (runs of 1 ..=
+    /// [`MAX_GEMM_TILES`]), the other activation rows through `dot`, up to
+    /// [`MAX_ACT_ROWS`] at a time. `rows.start` is a multiple of 16 (jobs and row blocks
+    /// are).
+    fn run_interleaved(
+        &self,
+        dot: InterleavedDotFn,
+        gemm_tiles: GemmTilesFn,
+        out: SharedOut<'_>,
+        rows: Range<usize>,
+        tokens: Range<usize>,
+    ) {
+        debug_assert!(rows.start.is_multiple_of(INTERLEAVE_ROWS));
+        let mut results = [0f32; INTERLEAVED_ROWS * MAX_ACT_ROWS];
+        let mut block_start = rows.start;
+        while block_start < rows.end {
+            let block = block_start..(block_start + self.row_block).min(rows.end);
+            let mut t0 = tokens.start;
+            if self.tiles.is_built() {
+                t0 = self.tile_runs(gemm_tiles, 1, out, &block, tokens.clone());
+            }
+            while t0 < tokens.end {
+                let nt = (tokens.end - t0).min(MAX_ACT_ROWS);
+                let acts = &self.acts[t0 * self.act_stride..(t0 + nt) * self.act_stride];
+                let scales = &self.scales[t0 * self.scale_stride..(t0 + nt) * self.scale_stride];
+                let call = |w: &[u8], m: usize, res: &mut [f32]| {
+                    dot(w, m, acts, self.act_stride, scales, self.scale_stride, res)
+                };
+                if nt == 1 {
+                    // SAFETY: the jobs of one matmul cover disjoint (row, token) rectangles
+                    // (see `Split`), so only this job touches these elements while it runs.
+                    let segment = unsafe { out.segment(t0, block.clone()) };
+                    call(
+                        self.weight_rows(block.start, block.len()),
+                        block.len(),
+                        segment,
+                    );
+                } else {
+                    for (r0, m, w) in self.row_runs(&block, INTERLEAVED_ROWS) {
+                        let res = &mut results[..m * nt];
+                        call(w, m, res);
+                        for (t, token) in res.chunks_exact(m).enumerate() {
+                            // SAFETY: as above, this job's rectangle.
+                            let segment = unsafe { out.segment(t0 + t, r0..r0 + m) };
+                            segment.copy_from_slice(token);
                         }
                     }
                 }
@@ -1035,12 +1169,7 @@ mod tests {
     fn f32_matmul(rows: usize, cols: usize, n_tokens: usize, n_threads: usize) -> Vec<f32> {
         let w = values(rows * cols, 1);
         let x = values(n_tokens * cols, 2);
-        let m = MatRef {
-            ty: GgmlType::F32,
-            data: bytemuck::cast_slice(&w),
-            rows,
-            cols,
-        };
+        let m = MatRef::new(GgmlType::F32, bytemuck::cast_slice(&w), rows, cols);
         let mut y = vec![f32::NAN; rows * n_tokens];
         matmul_with(
             dispatch::scalar(),
@@ -1082,12 +1211,7 @@ mod tests {
     #[test]
     fn an_empty_batch_is_accepted_and_writes_nothing() {
         let w = values(8 * 4, 1);
-        let m = MatRef {
-            ty: GgmlType::F32,
-            data: bytemuck::cast_slice(&w),
-            rows: 8,
-            cols: 4,
-        };
+        let m = MatRef::new(GgmlType::F32, bytemuck::cast_slice(&w), 8, 4);
         let mut y: Vec<f32> = vec![];
         matmul_with(
             dispatch::scalar(),
@@ -1103,12 +1227,7 @@ mod tests {
     #[should_panic(expected = "output length does not match")]
     fn wrong_output_length_is_a_caller_bug() {
         let w = values(8 * 4, 1);
-        let m = MatRef {
-            ty: GgmlType::F32,
-            data: bytemuck::cast_slice(&w),
-            rows: 8,
-            cols: 4,
-        };
+        let m = MatRef::new(GgmlType::F32, bytemuck::cast_slice(&w), 8, 4);
         let mut y = vec![0.0; 7];
         matmul_with(
             dispatch::scalar(),

@@ -203,12 +203,7 @@ fn problem(ty: GgmlType, case: &Case) -> (Vec<u8>, Vec<f32>) {
 }
 
 fn run(kernels: &KernelSet, ty: GgmlType, case: &Case, w: &[u8], x: &[f32]) -> Vec<f32> {
-    let m = MatRef {
-        ty,
-        data: w,
-        rows: case.rows,
-        cols: case.cols,
-    };
+    let m = MatRef::new(ty, w, case.rows, case.cols);
     let mut y = vec![f32::NAN; case.rows * (x.len() / case.cols)];
     matmul_with(
         kernels,
@@ -482,12 +477,7 @@ fn fused_equals_separate(
         .iter()
         .zip(rows)
         .zip(&weights)
-        .map(|((&ty, &rows), w)| MatRef {
-            ty,
-            data: w,
-            rows,
-            cols: case.cols,
-        })
+        .map(|((&ty, &rows), w)| MatRef::new(ty, w, rows, case.cols))
         .collect();
     prop_assert!(can_fuse(&mats));
     let x: Vec<f32> = (0..case.n_tokens * case.cols)
@@ -547,12 +537,7 @@ const MAX_FUSED_IN_TESTS: usize = 4;
 #[test]
 fn matrices_with_different_activation_formats_or_widths_do_not_fuse() {
     let w = vec![0u8; 18 * 8];
-    let q4_0 = MatRef {
-        ty: GgmlType::Q4_0,
-        data: &w,
-        rows: 1,
-        cols: 256,
-    };
+    let q4_0 = MatRef::new(GgmlType::Q4_0, &w, 1, 256);
     let q4_1 = MatRef {
         ty: GgmlType::Q4_1,
         ..q4_0

@@ -317,6 +317,44 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// Lets the operating system drop the resident pages that lie wholly inside `bytes` (a
+    /// slice of this file's data, e.g. part of [`GgufFile::tensor_data`]) from this process's
+    /// memory: for tensors whose bytes were copied elsewhere (weights rearranged at load
+    /// time), so they are not counted twice. Reading them later stays correct (the pages come
+    /// back from the file), only slower. Does nothing for files held in memory, off Unix, or
+    /// for a slice that is not inside the mapping.
+    pub fn release_pages(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        if let Backing::Mapped(map) = &self.backing {
+            // Whole 64 KiB units: a multiple of every page size Linux uses (4, 16, 64 KiB).
+            const UNIT: usize = 64 * 1024;
+            let base = map.as_ptr() as usize;
+            let start = bytes.as_ptr() as usize;
+            if start < base || start + bytes.len() > base + map.len() {
+                return;
+            }
+            let first = (start - base).next_multiple_of(UNIT);
+            let end = (start - base + bytes.len()) / UNIT * UNIT;
+            if end > first {
+                // SAFETY: the range is inside the mapping (checked above). The mapping is
+                // read-only and private, so no page of it was ever written: after
+                // MADV_DONTNEED a read faults the page back in from the file with the same
+                // bytes, and every slice into the mapping keeps seeing the values it saw
+                // (the assumption the mapping already makes: the file is not modified while
+                // open). A failed advice changes nothing, so its error is ignored.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        end - first,
+                    )
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = bytes;
+    }
+
     /// The bytes of tensor `t`: a zero-copy slice of the file, exactly `t.n_bytes` long.
     ///
     /// The start is aligned within the file to [`GgufFile::alignment`], but the slice's address

@@ -12,6 +12,7 @@ pub mod attention;
 pub mod config;
 mod error;
 pub mod forward;
+pub mod interleaved;
 pub mod kv_cache;
 pub mod mla;
 pub mod moe;
@@ -72,6 +73,7 @@ pub struct Model {
     config: Config,
     weights: Weights,
     tokenizer: Tokenizer,
+    interleaved: interleaved::InterleaveReport,
 }
 
 impl Model {
@@ -106,13 +108,15 @@ impl Model {
             }
         };
         let mut config = Config::from_gguf(&file, n_vocab)?;
-        let weights = Weights::load(&file, &config)?;
+        let mut weights = Weights::load(&file, &config)?;
         config.rope.freq_factors = weights.rope_freqs.clone();
+        let interleaved = interleaved::interleave_weights(&mut weights, &file);
         Ok(Model {
             file,
             config,
             weights,
             tokenizer,
+            interleaved,
         })
     }
 
@@ -134,6 +138,11 @@ impl Model {
     /// The validated weights.
     pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// What loading rearranged into the interleaved layout (see [`interleaved`]).
+    pub fn interleaved(&self) -> interleaved::InterleaveReport {
+        self.interleaved
     }
 
     /// Tokenizes `text` as a prompt: special tokens such as `<|im_start|>` are parsed, and

@@ -71,15 +71,15 @@ pub struct Experts<'a> {
 /// Expert `e` of a stacked matrix holding `n_expert` experts (or head `e` of a per-head
 /// stack): a view, no copy.
 pub(crate) fn expert<'a>(m: &Matrix, file: &'a GgufFile, e: usize, n_expert: usize) -> MatRef<'a> {
-    let full = m.mat(file);
+    // Stacks are never interleaved (`super::interleaved`): the file's rows are the data.
+    debug_assert!(
+        m.interleaved.is_none(),
+        "stacked experts stay in the file's layout"
+    );
+    let full = file.tensor_data(&m.info);
     let rows = m.rows / n_expert;
     let bytes = rows * format(m.ty).row_bytes(m.cols);
-    MatRef {
-        ty: m.ty,
-        data: &full.data[e * bytes..(e + 1) * bytes],
-        rows,
-        cols: m.cols,
-    }
+    MatRef::new(m.ty, &full[e * bytes..(e + 1) * bytes], rows, m.cols)
 }
 
 /// Softmax of `row` in place (max subtracted, f32 as the reference).
@@ -333,6 +333,7 @@ mod tests {
             ty: openweight_kernels::GgmlType::F32,
             rows,
             cols,
+            interleaved: None,
         }
     }
 

@@ -3,9 +3,11 @@
 //! references into the memory-mapped file. Small vectors (norms, biases, RoPE factors) are
 //! dequantized to f32 once.
 
+use std::sync::Arc;
+
 use openweight_kernels::dispatch;
 use openweight_kernels::formats::format;
-use openweight_kernels::matmul::MatRef;
+use openweight_kernels::matmul::{MatRef, WeightLayout};
 use openweight_kernels::GgmlType;
 
 use crate::gguf::{GgufFile, TensorInfo};
@@ -13,6 +15,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use super::arch::{AttnKind, FfnLayout, Need};
 use super::config::{Config, MlaConfig};
 use super::error::ModelError;
+use super::interleaved::InterleavedBytes;
 
 /// A validated 2-D weight matrix in the file: `rows` rows of `cols` elements of `ty`.
 #[derive(Clone, Debug)]
@@ -25,21 +28,31 @@ pub struct Matrix {
     pub rows: usize,
     /// Input features.
     pub cols: usize,
+    /// The rows rearranged at load time into the interleaved layout of
+    /// `openweight_kernels::interleave`, when this CPU's kernels read it (see
+    /// [`super::interleaved`]); `None` computes from the file's bytes.
+    pub interleaved: Option<Arc<InterleavedBytes>>,
 }
 
 impl Matrix {
-    /// A [`MatRef`] into `file`'s mapping (the file the matrix was validated against).
-    pub fn mat<'a>(&self, file: &'a GgufFile) -> MatRef<'a> {
-        MatRef {
-            ty: self.ty,
-            data: file.tensor_data(&self.info),
-            rows: self.rows,
-            cols: self.cols,
+    /// A [`MatRef`] for the matmul: the interleaved copy when there is one, else a view into
+    /// `file`'s mapping (the file the matrix was validated against).
+    pub fn mat<'a>(&'a self, file: &'a GgufFile) -> MatRef<'a> {
+        match &self.interleaved {
+            Some(bytes) => MatRef {
+                ty: self.ty,
+                data: bytes.bytes(),
+                rows: self.rows,
+                cols: self.cols,
+                layout: WeightLayout::Interleaved,
+            },
+            None => MatRef::new(self.ty, file.tensor_data(&self.info), self.rows, self.cols),
         }
     }
 
     /// The `n` rows starting at row `start`, as a matrix of their own (a view into the same
-    /// tensor data; the name stays the file's). Panics if the range is not inside `self`.
+    /// tensor data in the file, never an interleaved copy; the name stays the file's).
+    /// Panics if the range is not inside `self`.
     pub fn rows(&self, start: usize, n: usize) -> Matrix {
         assert!(start + n <= self.rows, "row range outside the matrix");
         let row_bytes = format(self.ty).row_bytes(self.cols) as u64;
@@ -52,6 +65,7 @@ impl Matrix {
             ty: self.ty,
             rows: n,
             cols: self.cols,
+            interleaved: None,
         }
     }
 
@@ -236,6 +250,7 @@ impl Loader<'_> {
             ty,
             rows,
             cols,
+            interleaved: None,
         })
     }
 

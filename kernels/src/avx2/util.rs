@@ -298,7 +298,7 @@ pub(crate) unsafe fn q8k_block(
 /// sequential read, against 0.55-0.68 for the former L1 prefetch (`T0`) 4 KiB ahead (L1
 /// has too few miss buffers for that many lines in flight); `NTA` was worst (0.4-0.5) and no
 /// prefetch at all 0.3-0.4. Q4_0/Q5_0 (more work per byte) were at least as fast with `T1`.
-const STEP_PREFETCH_BYTES: usize = 8192;
+pub(crate) const STEP_PREFETCH_BYTES: usize = 8192;
 
 /// Software prefetch of a later kernel step's weight bytes (in address order, an equal share
 /// per block) while a decode step of the 32-element kernels walks its blocks.

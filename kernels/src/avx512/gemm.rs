@@ -63,12 +63,12 @@ use crate::dispatch::{check_gemm_args, ActTile, KernelSet, GEMM_TILE, MAX_GEMM_T
 use crate::types::GgmlType;
 
 /// Weight rows per group (one per 32-bit lane of a 512-bit vector).
-const GROUP: usize = 16;
+pub(super) const GROUP: usize = 16;
 /// Quant groups of 4 per 32-element block.
-const GROUPS: usize = 8;
+pub(super) const GROUPS: usize = 8;
 
 /// Whether `kind` carries a fifth bit per quant (`qh`).
-const fn has_high_bits(kind: u8) -> bool {
+pub(super) const fn has_high_bits(kind: u8) -> bool {
     matches!(kind, Q5_0 | Q5_1)
 }
 
@@ -84,7 +84,7 @@ const fn quants_offset(kind: u8) -> usize {
 
 /// Log2 of the offset that the unsigned weight bytes carry (`q - 8`, `q - 16`, `q + 128`
 /// stored as `q ^ 0x80`), 0 for the kinds with a minimum instead.
-const fn offset_shift(kind: u8) -> u32 {
+pub(super) const fn offset_shift(kind: u8) -> u32 {
     match kind {
         Q4_0 => 3,
         Q5_0 => 4,
@@ -111,13 +111,13 @@ const fn high_bit_control(k: usize) -> i64 {
 /// bytes (group `k`, lane `r`: quants `4k .. 4k + 4` of row `r`), with the rows' scales
 /// (and minimums) as f32.
 #[derive(Clone, Copy)]
-struct Block {
+pub(super) struct Block {
     /// The quant groups.
-    groups: [__m512i; GROUPS],
+    pub(super) groups: [__m512i; GROUPS],
     /// The 16 rows' `d`.
-    d: __m512,
+    pub(super) d: __m512,
     /// The 16 rows' `m` (Q4_1 / Q5_1; zero otherwise).
-    m: __m512,
+    pub(super) m: __m512,
 }
 
 /// Converts the low 16 bits of each 32-bit lane (an f16) to f32.
@@ -267,7 +267,7 @@ unsafe fn transpose_out(acc: &[__m512; GEMM_TILE], out: &mut [f32; GROUP * GEMM_
 /// (`check_gemm_args`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn add_block<const KIND: u8>(
+pub(super) unsafe fn add_block<const KIND: u8>(
     blk: &Block,
     tile: &ActTile<'_>,
     b: usize,
@@ -343,7 +343,7 @@ unsafe fn group<const KIND: u8>(
 
 /// Weight blocks [`group_tiles`] rearranges at a time (16 rows x 16 blocks x 640 bytes =
 /// 10 KiB, which stays in L1 while every tile passes over it).
-const PACKED_BLOCKS: usize = 16;
+pub(super) const PACKED_BLOCKS: usize = 16;
 
 /// The several-tile loop shared by every format: each run of up to `PACKED` weight blocks
 /// of the 16 rows is rearranged once (`load(b)`), then every tile adds those blocks to its
@@ -359,7 +359,7 @@ const PACKED_BLOCKS: usize = 16;
 /// which this is inlined).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn several_tiles<P: Copy, const PACKED: usize>(
+pub(super) unsafe fn several_tiles<P: Copy, const PACKED: usize>(
     n_blocks: usize,
     tiles: &[ActTile<'_>],
     empty: P,
@@ -446,7 +446,7 @@ unsafe fn group_tiles<const KIND: u8>(
 ///
 /// # Panics
 /// If the slices do not fit the contract (a caller bug).
-fn check_tiles_args(
+pub(super) fn check_tiles_args(
     w: &[u8],
     w_rows: usize,
     w_block_bytes: usize,

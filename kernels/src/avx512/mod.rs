@@ -6,6 +6,8 @@
 //! - [`gemm`]: [`crate::dispatch::GemmFn`] tiles (prefill).
 //! - [`dot`]: one-row [`crate::dispatch::DotFn`] / [`crate::dispatch::ScaledDotFn`] kernels
 //!   (decode).
+//! - [`interleaved`]: decode and prompt kernels for weights rearranged at load time into
+//!   the row-interleaved layout of [`crate::interleave`].
 //!
 //! Every entry point here is an `unsafe fn` with `#[target_feature]`, reached only through
 //! the safe wrappers that [`install`] puts in the table, and [`install`] is only called by
@@ -16,6 +18,7 @@
 mod dot;
 mod dot_kquants;
 mod gemm;
+mod interleaved;
 
 use crate::dispatch::KernelSet;
 
@@ -24,5 +27,6 @@ use crate::dispatch::KernelSet;
 pub(crate) fn install(set: &mut KernelSet) {
     gemm::install(set);
     dot::install(set);
+    interleaved::install(set);
     set.set_name("avx512-vnni");
 }

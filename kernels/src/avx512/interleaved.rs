@@ -1,0 +1,361 @@
+//! AVX-512 VNNI kernels for weights in the row-interleaved layout of [`crate::interleave`]
+//! ([`crate::dispatch::InterleavedDotFn`] for decode, a [`crate::dispatch::GemmTilesFn`]
+//! for prompts), Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0.
+//!
+//! The layout stores each block of 16 rows the way the GEMM tiles of [`super::gemm`] work on
+//! it (row `r` in 32-bit lane `r`), so reading a [`Block`] takes a few plain loads: one
+//! `vcvtph2ps` for the 16 scales, an `and` / shift per 64 quant bytes for the nibbles, one
+//! masked byte add per quant vector for the fifth bits (their masks are stored ready to
+//! load). The row-major kernels instead transpose 16 rows per block (GEMM) or fold each row's
+//! partial sums and gather its scale (decode, [`super::dot`]).
+//!
+//! The arithmetic after the load is the GEMM tile's ([`add_block`]): per block and activation
+//! row, the exact integer total starting from `-(offset · Σ a)`, then one conversion and
+//! one FMA with `d_w · d_a` (and `m_w · s_a` for Q4_1 / Q5_1 into a second accumulator added
+//! at the end). So decode here gives the bits of the row-major decode and GEMM kernels, and
+//! the prompt kernel is [`several_tiles`] with this file's load.
+
+use std::arch::x86_64::*;
+
+use super::gemm::{
+    add_block, check_tiles_args, has_high_bits, offset_shift, several_tiles, Block, GROUP, GROUPS,
+    PACKED_BLOCKS,
+};
+use crate::avx2::legacy_layout::{
+    act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+};
+use crate::avx2::util::STEP_PREFETCH_BYTES;
+use crate::dispatch::{ActTile, KernelSet, GEMM_TILE, MAX_ACT_ROWS};
+use crate::types::GgmlType;
+
+/// Installs the interleaved-layout kernels.
+pub(super) fn install(set: &mut KernelSet) {
+    // The GEMM steps shared with `super::gemm` are compiled with VBMI, as there.
+    if !std::arch::is_x86_feature_detected!("avx512vbmi") {
+        return;
+    }
+    set.set_interleaved(GgmlType::Q4_0, dot::<Q4_0>, tiles::<Q4_0>);
+    set.set_interleaved(GgmlType::Q4_1, dot::<Q4_1>, tiles::<Q4_1>);
+    set.set_interleaved(GgmlType::Q5_0, dot::<Q5_0>, tiles::<Q5_0>);
+    set.set_interleaved(GgmlType::Q5_1, dot::<Q5_1>, tiles::<Q5_1>);
+    set.set_interleaved(GgmlType::Q8_0, dot::<Q8_0>, tiles::<Q8_0>);
+}
+
+/// Bytes of one interleaved block (16 rows) of `kind`.
+const fn block_bytes(kind: u8) -> usize {
+    GROUP * weight_block_bytes(kind)
+}
+
+/// Offsets of the minimums, the fifth-bit masks and the quant vectors in an interleaved
+/// block (the table in [`crate::interleave`]; a unit test checks them against it).
+const fn part_offsets(kind: u8) -> (usize, usize, usize) {
+    match kind {
+        Q4_0 | Q8_0 => (0, 0, 32),
+        Q4_1 => (32, 0, 64),
+        Q5_0 => (0, 32, 96),
+        _ => (32, 64, 128), // Q5_1
+    }
+}
+
+/// Reads the interleaved block at `p` (16 rows) into a [`Block`].
+///
+/// # Safety
+/// `p` must point at a whole interleaved block of `KIND`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn load<const KIND: u8>(p: *const u8) -> Block {
+    let (min_at, high_at, quants_at) = part_offsets(KIND);
+    // SAFETY (all reads below): every part lies inside the block at `p` (caller), at the
+    // offsets of the layout table.
+    unsafe {
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
+        let m = if has_min(KIND) {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.add(min_at).cast()))
+        } else {
+            _mm512_setzero_ps()
+        };
+        let q = p.add(quants_at);
+        let mut groups = [_mm512_setzero_si512(); GROUPS];
+        if KIND == Q8_0 {
+            for (k, g) in groups.iter_mut().enumerate() {
+                *g = _mm512_loadu_si512(q.add(64 * k).cast());
+            }
+        } else {
+            let low = _mm512_set1_epi8(0x0F);
+            for k in 0..4 {
+                let x = _mm512_loadu_si512(q.add(64 * k).cast());
+                groups[k] = _mm512_and_si512(x, low);
+                groups[k + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), low);
+            }
+        }
+        if has_high_bits(KIND) {
+            let bit4 = _mm512_set1_epi8(0x10);
+            for (k, g) in groups.iter_mut().enumerate() {
+                let mask = p.add(high_at + 8 * k).cast::<u64>().read_unaligned();
+                *g = _mm512_mask_add_epi8(*g, _cvtu64_mask64(u64::from_le(mask)), *g, bit4);
+            }
+        }
+        Block { groups, d, m }
+    }
+}
+
+/// Where one call's activation rows and their scale table are.
+#[derive(Clone, Copy)]
+struct Acts {
+    /// Quants of activation row 0 (the first block's quants).
+    quants: *const u8,
+    /// Bytes between activation rows.
+    row_bytes: usize,
+    /// Scale table of row 0: `d` per block, then `s` (Q8_1) or the quant sums (Q8_0).
+    scales: *const f32,
+    /// f32 values between the rows' scale tables.
+    scale_stride: usize,
+}
+
+/// The dot products of one group of 16 interleaved rows (`n_blocks` blocks at `p`) with the
+/// `N` activation rows: lane `r` of result `t` = dot(row `r`, activation row `t`).
+///
+/// # Safety
+/// `p` must hold `n_blocks` interleaved blocks of `KIND`; each of the `N` activation rows
+/// `n_blocks` activation blocks and its scale table `2 · n_blocks` values.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn dot_group<const KIND: u8, const N: usize>(
+    p: *const u8,
+    n_blocks: usize,
+    acts: Acts,
+) -> [__m512; N] {
+    let zero = _mm512_setzero_ps();
+    let mut acc = [zero; N];
+    let mut acc_min = [zero; N];
+    for b in 0..n_blocks {
+        // SAFETY (all reads below): block b < n_blocks of the group, of every activation
+        // row and of every scale table exists (caller); the prefetch address is never read.
+        unsafe {
+            let blk_at = p.add(b * block_bytes(KIND));
+            _mm_prefetch::<_MM_HINT_T1>(blk_at.wrapping_add(STEP_PREFETCH_BYTES).cast());
+            let blk = load::<KIND>(blk_at);
+            for t in 0..N {
+                let scales = acts.scales.add(t * acts.scale_stride);
+                let mut isum = if offset_shift(KIND) > 0 {
+                    let sum = *scales.add(n_blocks + b) as i32;
+                    _mm512_set1_epi32(-(sum << offset_shift(KIND)))
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let a = acts
+                    .quants
+                    .add(t * acts.row_bytes + b * act_block_bytes(KIND));
+                for (k, g) in blk.groups.iter().enumerate() {
+                    let quad = a.add(4 * k).cast::<i32>().read_unaligned();
+                    isum = _mm512_dpbusd_epi32(isum, *g, _mm512_set1_epi32(quad));
+                }
+                let scale = _mm512_mul_ps(blk.d, _mm512_set1_ps(*scales.add(b)));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[t]);
+                if has_min(KIND) {
+                    let s_a = _mm512_set1_ps(*scales.add(n_blocks + b));
+                    acc_min[t] = _mm512_fmadd_ps(blk.m, s_a, acc_min[t]);
+                }
+            }
+        }
+    }
+    if has_min(KIND) {
+        for (a, m) in acc.iter_mut().zip(acc_min) {
+            *a = _mm512_add_ps(*a, m);
+        }
+    }
+    acc
+}
+
+/// Every group of a dot call against `N` activation rows: group `g`'s results go to
+/// `out[t * w_rows + 16g ..]` (its real rows only).
+///
+/// # Safety
+/// As for [`dot_group`], for the `w_rows.div_ceil(16)` groups at `w` (`group_bytes`
+/// apart); `out` must hold `N * w_rows` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn dot_rows<const KIND: u8, const N: usize>(
+    w: *const u8,
+    w_rows: usize,
+    group_bytes: usize,
+    n_blocks: usize,
+    acts: Acts,
+    out: &mut [f32],
+) {
+    for (g, row0) in (0..w_rows).step_by(GROUP).enumerate() {
+        let rows = (w_rows - row0).min(GROUP);
+        let mask: __mmask16 = ((1u32 << rows) - 1) as u16;
+        // SAFETY: group g exists (caller); the masked stores write `rows` values at
+        // `t * w_rows + row0`, inside `out` (N · w_rows values).
+        unsafe {
+            let res = dot_group::<KIND, N>(w.add(g * group_bytes), n_blocks, acts);
+            for (t, v) in res.into_iter().enumerate() {
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(t * w_rows + row0), mask, v);
+            }
+        }
+    }
+}
+
+/// Checks the interleaved weights of a call: returns (bytes per group, blocks per row).
+///
+/// # Panics
+/// If `w` is not whole groups of whole interleaved blocks for `w_rows` rows (a caller bug).
+fn check_groups(kind: u8, w: &[u8], w_rows: usize) -> (usize, usize) {
+    assert!(w_rows > 0, "an interleaved call needs at least one row");
+    let groups = w_rows.div_ceil(GROUP);
+    assert!(
+        w.len().is_multiple_of(groups) && (w.len() / groups).is_multiple_of(block_bytes(kind)),
+        "{} interleaved bytes are not {groups} groups of whole {}-byte blocks",
+        w.len(),
+        block_bytes(kind)
+    );
+    let group_bytes = w.len() / groups;
+    (group_bytes, group_bytes / block_bytes(kind))
+}
+
+/// The [`crate::dispatch::InterleavedDotFn`] for one weight kind.
+fn dot<const KIND: u8>(
+    w: &[u8],
+    w_rows: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    act_scales: &[f32],
+    scale_stride: usize,
+    out: &mut [f32],
+) {
+    let (group_bytes, n_blocks) = check_groups(KIND, w, w_rows);
+    assert!(out.len().is_multiple_of(w_rows), "output is not whole rows");
+    let n = out.len() / w_rows;
+    assert!(
+        (1..=MAX_ACT_ROWS).contains(&n),
+        "{n} activation rows requested, the kernels take 1..={MAX_ACT_ROWS}"
+    );
+    let needed = (n - 1) * act_row_bytes + n_blocks * act_block_bytes(KIND);
+    assert!(
+        acts.len() >= needed,
+        "activations hold {} bytes, {n} rows need {needed}",
+        acts.len()
+    );
+    assert!(
+        scale_stride >= 2 * n_blocks && act_scales.len() >= (n - 1) * scale_stride + 2 * n_blocks,
+        "scale table of {} values (stride {scale_stride}) too short for {n} rows of {n_blocks} blocks",
+        act_scales.len()
+    );
+    let a = Acts {
+        quants: acts[act_quants_offset(KIND)..].as_ptr(),
+        row_bytes: act_row_bytes,
+        scales: act_scales.as_ptr(),
+        scale_stride,
+    };
+    let w = w.as_ptr();
+    // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+    // reachable; the sizes of the groups, activation rows, scale tables and output were
+    // checked above.
+    unsafe {
+        match n {
+            1 => dot_rows::<KIND, 1>(w, w_rows, group_bytes, n_blocks, a, out),
+            2 => dot_rows::<KIND, 2>(w, w_rows, group_bytes, n_blocks, a, out),
+            3 => dot_rows::<KIND, 3>(w, w_rows, group_bytes, n_blocks, a, out),
+            4 => dot_rows::<KIND, 4>(w, w_rows, group_bytes, n_blocks, a, out),
+            5 => dot_rows::<KIND, 5>(w, w_rows, group_bytes, n_blocks, a, out),
+            6 => dot_rows::<KIND, 6>(w, w_rows, group_bytes, n_blocks, a, out),
+            7 => dot_rows::<KIND, 7>(w, w_rows, group_bytes, n_blocks, a, out),
+            _ => dot_rows::<KIND, 8>(w, w_rows, group_bytes, n_blocks, a, out),
+        }
+    }
+}
+
+/// [`several_tiles`] over one interleaved group at `p` (`n_blocks` blocks).
+///
+/// # Safety
+/// `p` must hold `n_blocks` interleaved blocks of `KIND`; the tiles must have been checked
+/// for `n_blocks` blocks; `out` and `placement` as for [`several_tiles`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn group_tiles<const KIND: u8>(
+    p: *const u8,
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    out: &mut [f32],
+    placement: (usize, usize, usize),
+) {
+    let empty = Block {
+        groups: [_mm512_setzero_si512(); GROUPS],
+        d: _mm512_setzero_ps(),
+        m: _mm512_setzero_ps(),
+    };
+    // SAFETY: blocks b < n_blocks exist in the group and every tile (caller); same CPU
+    // features as this function.
+    unsafe {
+        several_tiles::<Block, PACKED_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            |b| load::<KIND>(p.add(b * block_bytes(KIND))),
+            |blk, tile, b, acc, acc_min| add_block::<KIND>(blk, tile, b, acc, acc_min),
+            |acc, acc_min| {
+                if has_min(KIND) {
+                    _mm512_add_ps(acc, acc_min)
+                } else {
+                    acc
+                }
+            },
+            out,
+            placement,
+        )
+    }
+}
+
+/// The interleaved [`crate::dispatch::GemmTilesFn`] for one weight kind.
+fn tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+    let (group_bytes, n_blocks) = check_groups(KIND, w, w_rows);
+    // The tile checks of the row-major kernel, on the real rows' share of the bytes.
+    let row_bytes = group_bytes / GROUP;
+    check_tiles_args(
+        &w[..w_rows * row_bytes],
+        w_rows,
+        weight_block_bytes(KIND),
+        tiles,
+        act_block_bytes(KIND),
+        (has_min(KIND), offset_shift(KIND) > 0),
+        out,
+    );
+    debug_assert_eq!(out.len(), tiles.len() * GEMM_TILE * w_rows);
+    for (g, row0) in (0..w_rows).step_by(GROUP).enumerate() {
+        let rows = (w_rows - row0).min(GROUP);
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; group g exists and the tiles were checked above.
+        unsafe {
+            group_tiles::<KIND>(
+                w[g * group_bytes..].as_ptr(),
+                n_blocks,
+                tiles,
+                out,
+                (w_rows, row0, rows),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interleave::parts;
+
+    #[test]
+    fn part_offsets_follow_the_layout_table() {
+        for (kind, ty) in [
+            (Q4_0, GgmlType::Q4_0),
+            (Q4_1, GgmlType::Q4_1),
+            (Q5_0, GgmlType::Q5_0),
+            (Q5_1, GgmlType::Q5_1),
+            (Q8_0, GgmlType::Q8_0),
+        ] {
+            let p = parts(ty);
+            let (min_at, high_at, quants_at) = part_offsets(kind);
+            assert_eq!(p.min.unwrap_or(0), min_at, "{ty} minimums");
+            assert_eq!(p.high_bits.unwrap_or(0), high_at, "{ty} fifth bits");
+            assert_eq!(p.quants, quants_at, "{ty} quants");
+            assert_eq!(p.bytes, block_bytes(kind), "{ty} block bytes");
+        }
+    }
+}
