@@ -3,7 +3,7 @@
 //! 1. The activations are quantized once into the weight type's `vec_dot_type` (F32
 //!    weights read `x` as it is), into a reused scratch buffer whose rows start on cache
 //!    lines. Large batches are quantized in parallel.
-//! 2. The output is cut into jobs: a range of weight rows (a multiple of 8, at least 16,
+//! 2. The output is cut into jobs: a range of weight rows (a multiple of 16, at least 16,
 //!    about `JOBS_PER_THREAD` jobs per pool thread) times, only when there are too few
 //!    row ranges to keep the threads busy, a range of activation rows. Rayon's work
 //!    stealing balances the jobs.
@@ -24,6 +24,12 @@
 //!    block once for all of them (same bits as one tile at a time).
 //!    Results go straight into `y` (token-major), each job writing only its own rectangle
 //!    of it.
+//! 4. Weights in the row-interleaved layout ([`WeightLayout::Interleaved`], rearranged at
+//!    load time by [`crate::interleave`]) go through the set's
+//!    [`KernelSet::interleaved`] kernels instead: every run of 1 ..= [`MAX_GEMM_TILES`]
+//!    full tiles through its several-tile kernel, the other activation rows (decode's one
+//!    row) through its dot, which writes a whole row block per call. Same bits as the
+//!    row-major kernels.
 //!
 //! [`matmul_many`] runs several matrices that read the same input (q/k/v, gate/up) as one
 //! matmul: the input is quantized once and all their jobs share one pool dispatch.
@@ -1269,7 +1275,7 @@ mod tests {
     }
 
     #[test]
-    fn job_rows_are_a_multiple_of_8_and_at_least_16() {
+    fn job_rows_are_whole_interleaved_groups() {
         for rows in [128, 896, 4096, 4864, 14336] {
             let split = Split::new(rows, 1, 2);
             assert_eq!(split.chunk_rows % JOB_ROW_ALIGN, 0, "{split:?}");

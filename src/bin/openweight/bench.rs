@@ -201,6 +201,12 @@ pub fn run(args: Args) -> Result<()> {
             args.n_prompt, args.n_gen, args.repetitions
         ));
         json::push_str(&mut out, kernels);
+        let il = model.interleaved();
+        out.push_str(&format!(
+            ", \"interleaved_matrices\": {}, \"interleaved_bytes\": {}, \"interleave_ms\": ",
+            il.matrices, il.bytes
+        ));
+        json::push_f64(&mut out, il.elapsed.as_secs_f64() * 1e3);
         if let Some(bw) = bandwidth {
             push_bandwidth_json(&mut out, &bw);
         }
@@ -226,6 +232,15 @@ pub fn run(args: Args) -> Result<()> {
             threads,
             &rows,
         );
+        let il = model.interleaved();
+        if il.matrices > 0 {
+            println!(
+                "weights interleaved at load: {} matrices, {} in {:.0} ms",
+                il.matrices,
+                human_bytes(il.bytes as u64),
+                il.elapsed.as_secs_f64() * 1e3
+            );
+        }
         if let Some(bw) = bandwidth {
             println!("{}", bandwidth_line(&bw, threads));
         }
