@@ -7,6 +7,8 @@
 //! - `scalar`: the reference implementation of every kernel; the oracle for tests.
 //! - `avx2` / `avx512` / `neon`: SIMD kernels, checked against `scalar` by property tests
 //!   (`avx512` holds AVX-512 VNNI kernels installed over the AVX2 set where the CPU has them).
+//! - [`interleave`]: the row-interleaved weight layout (16 rows per group) that a model
+//!   loader may rearrange the 32-element formats into, for kernel sets that read it.
 //! - [`dispatch`]: picks the best kernels for the running CPU, once.
 //! - [`matmul`]: `y = W x` for one activation row (GEMV) or many (GEMM) on a rayon pool.
 //!
