@@ -114,11 +114,7 @@ fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
 /// `gate = act(gate) * up`, elementwise.
 fn gated_activation(kind: FfnActivation, gate: &mut [f32], up: &[f32]) {
     match kind {
-        FfnActivation::Silu => {
-            for (g, &u) in gate.iter_mut().zip(up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-        }
+        FfnActivation::Silu => super::silu::silu_gate(gate, up),
         FfnActivation::GeluTanh => {
             // As the reference: beyond +-10 GELU is 0 or the identity; inside, the input is
             // rounded to f16 and looked up in a table of f16 GELU values. At Gemma 3's first

@@ -19,6 +19,7 @@ pub mod moe;
 pub mod perplexity;
 pub mod rope;
 mod session;
+mod silu;
 pub mod weights;
 
 use std::path::Path;
