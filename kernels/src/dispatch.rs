@@ -83,12 +83,19 @@ pub type GemmFn = fn(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32
 pub const MAX_GEMM_TILES: usize = 16;
 
 /// A [`GemmFn`] over several tiles: the same `w_rows` weight rows against each of `tiles`
-/// (1 ..= [`MAX_GEMM_TILES`] of them), token-major: `out[(i * GEMM_TILE + t) * w_rows + m]`
-/// = dot(weight row `m`, row `t` of `tiles[i]`), `out.len() == tiles.len() * GEMM_TILE *
-/// w_rows`. Each product gets exactly the bits the type's [`GemmFn`] gives it; the gain is that
-/// every weight block is rearranged for the tile arithmetic once for all the tiles instead
-/// of once per tile. Panics if the slices do not hold those sizes (a caller bug).
-pub type GemmTilesFn = fn(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]);
+/// (1 ..= [`MAX_GEMM_TILES`] of them), written token-major straight into the caller's
+/// output: dot(weight row `m`, row `t` of `tiles[i]`) goes to
+/// `*out.add((i * GEMM_TILE + t) * out_stride + m)` (`out_stride >= w_rows`; the matmul
+/// passes its output matrix, so there is no copy). Each product gets exactly the bits the
+/// type's [`GemmFn`] gives it; the gain is that every weight block is rearranged for the tile
+/// arithmetic once for all the tiles instead of once per tile. Panics if the slices do not
+/// hold the sizes of the contract or `out_stride < w_rows` (caller bugs).
+///
+/// # Safety
+/// Every one of those `tiles.len() * GEMM_TILE * w_rows` addresses must be valid for an f32
+/// write, and nothing else may read or write them during the call.
+pub type GemmTilesFn =
+    unsafe fn(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: *mut f32, out_stride: usize);
 
 /// A [`ScaledDotFn`] for weights in the row-interleaved layout of [`crate::interleave`]:
 /// `w` holds the whole groups that cover `w_rows` rows (`w.len()` is
@@ -123,6 +130,23 @@ pub(crate) fn check_gemm_args(
     needs: (bool, bool),
     out: &[f32],
 ) -> (usize, usize) {
+    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
+    check_gemm_shapes(w, w_rows, w_block_bytes, tile, a_block_bytes, needs)
+}
+
+/// [`check_gemm_args`] without the output: the weights and the tile with its tables.
+///
+/// # Panics
+/// On any violation (caller bugs).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn check_gemm_shapes(
+    w: &[u8],
+    w_rows: usize,
+    w_block_bytes: usize,
+    tile: &ActTile<'_>,
+    a_block_bytes: usize,
+    needs: (bool, bool),
+) -> (usize, usize) {
     assert!(
         w_rows > 0 && w.len().is_multiple_of(w_rows),
         "{} weight bytes do not split into {w_rows} rows",
@@ -134,7 +158,6 @@ pub(crate) fn check_gemm_args(
         "weight row of {row_bytes} bytes is not a whole number of {w_block_bytes}-byte blocks"
     );
     let n_blocks = row_bytes / w_block_bytes;
-    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
     let row_used = n_blocks * a_block_bytes;
     assert!(
         tile.row_stride >= row_used

@@ -888,8 +888,6 @@ impl<'a> Work<'a> {
         block: &Range<usize>,
         tokens: Range<usize>,
     ) -> usize {
-        // Zeroed only on this path (per row block), not in every job: decode never needs it.
-        let mut results = [0f32; SCALED_ROWS * GEMM_TILE * MAX_GEMM_TILES];
         let mut t0 = tokens.start;
         while t0.is_multiple_of(GEMM_TILE) && tokens.end - t0 >= min_tiles * GEMM_TILE {
             let n = ((tokens.end - t0) / GEMM_TILE).min(MAX_GEMM_TILES);
@@ -898,14 +896,12 @@ impl<'a> Work<'a> {
                 std::array::from_fn(|k| self.tile(first + k.min(n - 1)));
             let per_row = n * GEMM_TILE;
             for (r0, m, w_rows) in self.row_runs(block, SCALED_ROWS) {
-                let res = &mut results[..m * per_row];
-                gemm_tiles(w_rows, m, &tiles[..n], res);
-                for (t, token) in res.chunks_exact(m).enumerate() {
-                    // SAFETY: the jobs of one matmul cover disjoint (row, token) rectangles
-                    // (see `Split`), so only this job touches these elements while it runs.
-                    let segment = unsafe { out.segment(t0 + t, r0..r0 + m) };
-                    segment.copy_from_slice(token);
-                }
+                let (corner, stride) = out.rectangle(t0..t0 + per_row, r0..r0 + m);
+                // SAFETY: `rectangle` checked that tokens t0 .. t0 + per_row and rows
+                // r0 .. r0 + m lie inside `y`, which the kernel writes `stride` apart; the
+                // jobs of one matmul cover disjoint (row, token) rectangles (see `Split`),
+                // so nothing else touches these elements while this job runs.
+                unsafe { gemm_tiles(w_rows, m, &tiles[..n], corner, stride) };
             }
             t0 += per_row;
         }
@@ -1068,6 +1064,25 @@ impl<'a> SharedOut<'a> {
             n_tokens,
             _y: PhantomData,
         }
+    }
+
+    /// The address of output (`tokens.start`, `rows.start`) and the distance between
+    /// tokens, for a kernel that writes the rectangle `tokens` x `rows` itself.
+    ///
+    /// # Panics
+    /// If the rectangle is not inside `y`.
+    fn rectangle(&self, tokens: Range<usize>, rows: Range<usize>) -> (*mut f32, usize) {
+        assert!(
+            tokens.start < tokens.end
+                && tokens.end <= self.n_tokens
+                && rows.start < rows.end
+                && rows.end <= self.rows,
+            "output rectangle outside the matmul's output"
+        );
+        (
+            self.ptr.wrapping_add(tokens.start * self.rows + rows.start),
+            self.rows,
+        )
     }
 
     /// The outputs of weight rows `rows` for activation row `t`.

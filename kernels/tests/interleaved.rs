@@ -265,9 +265,11 @@ proptest! {
             .collect();
         let n_out = n_tiles * GEMM_TILE * w_rows;
         let mut got = vec![f32::NAN; n_out];
-        tiles_fn(&wi, w_rows, &tiles, &mut got);
+        // SAFETY: both buffers hold the `n_out` results, `w_rows` apart, and nothing else
+        // uses them during the calls.
+        unsafe { tiles_fn(&wi, w_rows, &tiles, got.as_mut_ptr(), w_rows) };
         let mut want = vec![f32::NAN; n_out];
-        row_major(&w, w_rows, &tiles, &mut want);
+        unsafe { row_major(&w, w_rows, &tiles, want.as_mut_ptr(), w_rows) };
         for (k, (g, r)) in got.iter().zip(&want).enumerate() {
             let (token, m) = (k / w_rows, k % w_rows);
             prop_assert_eq!(

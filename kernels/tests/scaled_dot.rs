@@ -361,8 +361,21 @@ proptest! {
             })
             .collect();
         let per_row = n_tiles * GEMM_TILE;
-        let mut together = vec![f32::NAN; w_rows * per_row];
-        tiles_fn(&w, w_rows, &tiles, &mut together);
+        // Written `stride` apart into a wider matrix, as the matmul writes into its output:
+        // the columns past `w_rows` must stay untouched.
+        let out_stride = w_rows + 5;
+        let mut wide = vec![f32::NAN; out_stride * per_row];
+        // SAFETY: `wide` holds `per_row` rows of `out_stride >= w_rows` values, and nothing
+        // else uses it during the call.
+        unsafe { tiles_fn(&w, w_rows, &tiles, wide.as_mut_ptr(), out_stride) };
+        prop_assert!(
+            wide.chunks_exact(out_stride).all(|row| row[w_rows..].iter().all(|v| v.is_nan())),
+            "the kernel wrote outside its rows"
+        );
+        let together: Vec<f32> = wide
+            .chunks_exact(out_stride)
+            .flat_map(|row| row[..w_rows].to_vec())
+            .collect();
         for (i, tile) in tiles.iter().enumerate() {
             let mut alone = vec![f32::NAN; w_rows * GEMM_TILE];
             gemm(&w, w_rows, tile, &mut alone);

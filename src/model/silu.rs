@@ -92,9 +92,12 @@ pub(crate) fn silu_gate(gate: &mut [f32], up: &[f32]) {
 unsafe fn silu_gate_avx2(gate: &mut [f32], up: &[f32]) -> usize {
     use std::arch::x86_64::*;
     /// `e^x` of four f64 lanes, rounded to four f32 (the steps of [`exp`]).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn exp4(x: __m256d) -> __m128 {
+    unsafe fn exp4(x: __m256d) -> __m128 {
         let x = _mm256_min_pd(
             _mm256_max_pd(x, _mm256_set1_pd(-X_LIMIT)),
             _mm256_set1_pd(X_LIMIT),

@@ -59,7 +59,9 @@ use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
 use crate::avx2::util::{Q8K_BYTES, Q8K_QS};
-use crate::dispatch::{check_gemm_args, ActTile, KernelSet, GEMM_TILE, MAX_GEMM_TILES};
+use crate::dispatch::{
+    check_gemm_args, check_gemm_shapes, ActTile, KernelSet, GEMM_TILE, MAX_GEMM_TILES,
+};
 use crate::types::GgmlType;
 
 /// Weight rows per group (one per 32-bit lane of a 512-bit vector).
@@ -350,11 +352,12 @@ pub(super) const PACKED_BLOCKS: usize = 16;
 /// own accumulators in block order (`add`), so each product gets the bits of the one-tile
 /// kernel, which runs the same `load` and `add` per block. At the end `combine(acc,
 /// acc_min)` of tile row `t` of `tiles[i]` (its first `rows` lanes, weight rows `row0 ..`)
-/// goes to `out[(8i + t) · out_stride + row0 ..]`.
+/// goes to `out + (8i + t) · out_stride + row0 ..`.
 ///
 /// # Safety
 /// `load` and `add` must be safe to call for every block `b < n_blocks` (of the 16 rows and
-/// of every tile); `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`; the CPU must have
+/// of every tile); `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`; the `rows` values at
+/// each of those output places must be writable and used by nothing else; the CPU must have
 /// the features of this file (the caller is one of its `target_feature` functions, into
 /// which this is inlined).
 #[allow(clippy::too_many_arguments)]
@@ -366,7 +369,7 @@ pub(super) unsafe fn several_tiles<P: Copy, const PACKED: usize>(
     mut load: impl FnMut(usize) -> P,
     mut add: impl FnMut(&P, &ActTile<'_>, usize, &mut [__m512; GEMM_TILE], &mut [__m512; GEMM_TILE]),
     combine: impl Fn(__m512, __m512) -> __m512,
-    out: &mut [f32],
+    out: *mut f32,
     (out_stride, row0, rows): (usize, usize, usize),
 ) {
     // SAFETY (all intrinsics below): the caller runs on a CPU with this file's features.
@@ -392,9 +395,8 @@ pub(super) unsafe fn several_tiles<P: Copy, const PACKED: usize>(
         for (i, (acc, acc_min)) in acc.iter().zip(&acc_min).take(tiles.len()).enumerate() {
             for t in 0..GEMM_TILE {
                 let start = (i * GEMM_TILE + t) * out_stride + row0;
-                let dst = &mut out[start..start + rows];
-                // The mask covers the `rows` values of `dst`.
-                _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, combine(acc[t], acc_min[t]));
+                // The mask covers `rows` values, writable there (caller).
+                _mm512_mask_storeu_ps(out.add(start), mask, combine(acc[t], acc_min[t]));
             }
         }
     }
@@ -411,7 +413,7 @@ unsafe fn group_tiles<const KIND: u8>(
     offsets: &[usize; GROUP],
     n_blocks: usize,
     tiles: &[ActTile<'_>],
-    out: &mut [f32],
+    out: *mut f32,
     placement: (usize, usize, usize),
 ) {
     let empty = Block {
@@ -453,41 +455,32 @@ pub(super) fn check_tiles_args(
     tiles: &[ActTile<'_>],
     a_block_bytes: usize,
     needs: (bool, bool),
-    out: &[f32],
+    out_stride: usize,
 ) -> (usize, usize) {
     assert!(
         (1..=MAX_GEMM_TILES).contains(&tiles.len()),
         "a GemmTilesFn takes 1..={MAX_GEMM_TILES} tiles, got {}",
         tiles.len()
     );
-    assert_eq!(
-        out.len(),
-        w_rows * tiles.len() * GEMM_TILE,
-        "output length does not match"
+    assert!(
+        out_stride >= w_rows,
+        "output stride {out_stride} below the {w_rows} rows"
     );
     let mut geometry = (0, 0);
     for tile in tiles {
-        // The output length is checked above; the check sees one tile's share of it.
-        geometry = check_gemm_args(
-            w,
-            w_rows,
-            w_block_bytes,
-            tile,
-            a_block_bytes,
-            needs,
-            &out[..w_rows * GEMM_TILE],
-        );
+        geometry = check_gemm_shapes(w, w_rows, w_block_bytes, tile, a_block_bytes, needs);
     }
     geometry
 }
 
 /// Runs `group_fn(first row, offsets, (out_stride, row0, rows))` for each group of
-/// [`GROUP`] rows of a several-tile call (rows `row_bytes` apart); a last group of fewer
-/// rows repeats its last row in the missing lanes.
+/// [`GROUP`] rows of a several-tile call (rows `row_bytes` apart, results `out_stride`
+/// apart); a last group of fewer rows repeats its last row in the missing lanes.
 fn for_each_tiles_group(
     w: &[u8],
     w_rows: usize,
     row_bytes: usize,
+    out_stride: usize,
     mut group_fn: impl FnMut(*const u8, &[usize; GROUP], (usize, usize, usize)),
 ) {
     for row0 in (0..w_rows).step_by(GROUP) {
@@ -496,7 +489,7 @@ fn for_each_tiles_group(
         group_fn(
             w[row0 * row_bytes..].as_ptr(),
             &offsets,
-            (w_rows, row0, rows),
+            (out_stride, row0, rows),
         );
     }
 }
@@ -544,7 +537,7 @@ fn check_k_args(
     w_rows: usize,
     block_bytes: usize,
     tiles: &[ActTile<'_>],
-    out: &[f32],
+    out_stride: usize,
 ) -> (usize, usize) {
     let (row_bytes, n_blocks) = check_tiles_args(
         w,
@@ -553,7 +546,7 @@ fn check_k_args(
         tiles,
         Q8K_BYTES,
         (false, false),
-        out,
+        out_stride,
     );
     for tile in tiles {
         check_sub_block_sums(tile, n_blocks);
@@ -582,7 +575,16 @@ fn gemm<const KIND: u8>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [
 }
 
 /// The several-tile kernel ([`crate::dispatch::GemmTilesFn`]) for one weight kind.
-fn gemm_tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+///
+/// # Safety
+/// As for [`crate::dispatch::GemmTilesFn`].
+unsafe fn gemm_tiles<const KIND: u8>(
+    w: &[u8],
+    w_rows: usize,
+    tiles: &[ActTile<'_>],
+    out: *mut f32,
+    out_stride: usize,
+) {
     let (row_bytes, n_blocks) = check_tiles_args(
         w,
         w_rows,
@@ -590,14 +592,20 @@ fn gemm_tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], ou
         tiles,
         act_block_bytes(KIND),
         (has_min(KIND), offset_shift(KIND) > 0),
-        out,
+        out_stride,
     );
-    for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
-        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; the group's rows at `offsets` exist; every tile was validated by
-        // `check_tiles_args`; `out` holds `w_rows` values per tile row.
-        unsafe { group_tiles::<KIND>(first, offsets, n_blocks, tiles, out, placement) }
-    });
+    for_each_tiles_group(
+        w,
+        w_rows,
+        row_bytes,
+        out_stride,
+        |first, offsets, placement| {
+            // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+            // reachable; the group's rows at `offsets` exist; every tile was validated by
+            // `check_tiles_args`; the output places are writable and ours (caller).
+            unsafe { group_tiles::<KIND>(first, offsets, n_blocks, tiles, out, placement) }
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -870,7 +878,7 @@ unsafe fn k_group_tiles<const FIVE: bool>(
     offsets: &[usize; GROUP],
     n_blocks: usize,
     tiles: &[ActTile<'_>],
-    out: &mut [f32],
+    out: *mut f32,
     placement: (usize, usize, usize),
 ) {
     let z = _mm512_setzero_si512();
@@ -902,7 +910,8 @@ unsafe fn k_group_tiles<const FIVE: bool>(
 /// The Q4_K (`FIVE = false`) or Q5_K tile: groups of 16 rows as in [`gemm`].
 fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
     let block_bytes = if FIVE { 176 } else { 144 };
-    let (row_bytes, n_blocks) = check_k_args(w, w_rows, block_bytes, from_ref(tile), out);
+    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, block_bytes, from_ref(tile), w_rows);
     for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
@@ -912,15 +921,30 @@ fn gemm_k<const FIVE: bool>(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &m
 }
 
 /// The several-tile kernel for Q4_K (`FIVE = false`) or Q5_K (`FIVE = true`).
-fn gemm_k_tiles<const FIVE: bool>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+///
+/// # Safety
+/// As for [`crate::dispatch::GemmTilesFn`].
+unsafe fn gemm_k_tiles<const FIVE: bool>(
+    w: &[u8],
+    w_rows: usize,
+    tiles: &[ActTile<'_>],
+    out: *mut f32,
+    out_stride: usize,
+) {
     let block_bytes = if FIVE { 176 } else { 144 };
-    let (row_bytes, n_blocks) = check_k_args(w, w_rows, block_bytes, tiles, out);
-    for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
-        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; the group's rows at `offsets` exist; every tile and its tables were
-        // checked above; `out` holds `w_rows` values per tile row.
-        unsafe { k_group_tiles::<FIVE>(first, offsets, n_blocks, tiles, out, placement) }
-    });
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, block_bytes, tiles, out_stride);
+    for_each_tiles_group(
+        w,
+        w_rows,
+        row_bytes,
+        out_stride,
+        |first, offsets, placement| {
+            // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+            // reachable; the group's rows at `offsets` exist; every tile and its tables were
+            // checked above; the output places are writable and ours (caller).
+            unsafe { k_group_tiles::<FIVE>(first, offsets, n_blocks, tiles, out, placement) }
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1165,7 +1189,7 @@ unsafe fn q6k_group_tiles(
     offsets: &[usize; GROUP],
     n_blocks: usize,
     tiles: &[ActTile<'_>],
-    out: &mut [f32],
+    out: *mut f32,
     placement: (usize, usize, usize),
 ) {
     let z = _mm512_setzero_si512();
@@ -1193,7 +1217,8 @@ unsafe fn q6k_group_tiles(
 
 /// The Q6_K tile: groups of 16 rows as in [`gemm`].
 fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
-    let (row_bytes, n_blocks) = check_k_args(w, w_rows, Q6K_BYTES, from_ref(tile), out);
+    assert_eq!(out.len(), w_rows * GEMM_TILE, "output length");
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, Q6K_BYTES, from_ref(tile), w_rows);
     for_each_group(w, row_bytes, out, |rows, offsets, results| {
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
         // reachable; `for_each_group` passes the start of a group whose rows at `offsets`
@@ -1203,14 +1228,29 @@ fn gemm_q6_k(w: &[u8], w_rows: usize, tile: &ActTile<'_>, out: &mut [f32]) {
 }
 
 /// The several-tile kernel for Q6_K.
-fn gemm_q6_k_tiles(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
-    let (row_bytes, n_blocks) = check_k_args(w, w_rows, Q6K_BYTES, tiles, out);
-    for_each_tiles_group(w, w_rows, row_bytes, |first, offsets, placement| {
-        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; the group's rows at `offsets` exist; every tile and its tables were
-        // checked above; `out` holds `w_rows` values per tile row.
-        unsafe { q6k_group_tiles(first, offsets, n_blocks, tiles, out, placement) }
-    });
+///
+/// # Safety
+/// As for [`crate::dispatch::GemmTilesFn`].
+unsafe fn gemm_q6_k_tiles(
+    w: &[u8],
+    w_rows: usize,
+    tiles: &[ActTile<'_>],
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let (row_bytes, n_blocks) = check_k_args(w, w_rows, Q6K_BYTES, tiles, out_stride);
+    for_each_tiles_group(
+        w,
+        w_rows,
+        row_bytes,
+        out_stride,
+        |first, offsets, placement| {
+            // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+            // reachable; the group's rows at `offsets` exist; every tile and its tables were
+            // checked above; the output places are writable and ours (caller).
+            unsafe { q6k_group_tiles(first, offsets, n_blocks, tiles, out, placement) }
+        },
+    );
 }
 
 /// Installs the tiles (they need AVX-512 VBMI on top of the tier's features; without it

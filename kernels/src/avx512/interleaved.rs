@@ -25,7 +25,7 @@ use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
 use crate::avx2::util::STEP_PREFETCH_BYTES;
-use crate::dispatch::{ActTile, KernelSet, GEMM_TILE, MAX_ACT_ROWS};
+use crate::dispatch::{ActTile, KernelSet, MAX_ACT_ROWS};
 use crate::types::GgmlType;
 
 /// Installs the interleaved-layout kernels.
@@ -275,7 +275,7 @@ unsafe fn group_tiles<const KIND: u8>(
     p: *const u8,
     n_blocks: usize,
     tiles: &[ActTile<'_>],
-    out: &mut [f32],
+    out: *mut f32,
     placement: (usize, usize, usize),
 ) {
     let empty = Block {
@@ -306,7 +306,16 @@ unsafe fn group_tiles<const KIND: u8>(
 }
 
 /// The interleaved [`crate::dispatch::GemmTilesFn`] for one weight kind.
-fn tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &mut [f32]) {
+///
+/// # Safety
+/// As for [`crate::dispatch::GemmTilesFn`].
+unsafe fn tiles<const KIND: u8>(
+    w: &[u8],
+    w_rows: usize,
+    tiles: &[ActTile<'_>],
+    out: *mut f32,
+    out_stride: usize,
+) {
     let (group_bytes, n_blocks) = check_groups(KIND, w, w_rows);
     // The tile checks of the row-major kernel, on the real rows' share of the bytes.
     let row_bytes = group_bytes / GROUP;
@@ -317,20 +326,20 @@ fn tiles<const KIND: u8>(w: &[u8], w_rows: usize, tiles: &[ActTile<'_>], out: &m
         tiles,
         act_block_bytes(KIND),
         (has_min(KIND), offset_shift(KIND) > 0),
-        out,
+        out_stride,
     );
-    debug_assert_eq!(out.len(), tiles.len() * GEMM_TILE * w_rows);
     for (g, row0) in (0..w_rows).step_by(GROUP).enumerate() {
         let rows = (w_rows - row0).min(GROUP);
         // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
-        // reachable; group g exists and the tiles were checked above.
+        // reachable; group g exists and the tiles were checked above; the output places
+        // are writable and ours (caller).
         unsafe {
             group_tiles::<KIND>(
                 w[g * group_bytes..].as_ptr(),
                 n_blocks,
                 tiles,
                 out,
-                (w_rows, row0, rows),
+                (out_stride, row0, rows),
             )
         }
     }
