@@ -1,6 +1,6 @@
 //! The row-interleaved weight layout: a load-time rearrangement of the 32-element formats
-//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) for kernel sets that compute 16 weight rows per vector
-//! (AVX-512 VNNI: one row per 32-bit lane).
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and of Q4_K and Q5_K for kernel sets that compute 16
+//! weight rows per vector (AVX-512 VNNI: one row per 32-bit lane).
 //!
 //! Decode reads every weight byte once per token, so it is limited by how much arithmetic
 //! each byte costs. In the file's row-major layout a kernel must, per row and block, gather
@@ -25,6 +25,12 @@
 //! So after splitting the nibbles, "quant vector" `k` (0..8) holds quants `4k .. 4k + 4` of
 //! every row, and mask `k` holds exactly their fifth bits, byte for byte.
 //!
+//! Q4_K and Q5_K (144- and 176-byte super-blocks) are interleaved without unpacking
+//! anything: each super-block of the 16 rows is cut into 16-byte chunks, and chunk `c` takes
+//! 256 bytes at `256 c`: 4 vectors of 64 bytes, 4-byte lane `r` of vector `k` holding bytes
+//! `16 c + 4k .. 16 c + 4k + 4` of row `r`'s super-block. That is what the kernels' 16x4
+//! transposes make of the file's rows, so a kernel reads each chunk with 4 plain loads.
+//!
 //! The rearrangement is exact: every field keeps its bits, and a kernel that reads it does the
 //! same integer and f32 steps as on the file's layout (the tests compare bit for bit).
 
@@ -34,12 +40,23 @@ use crate::types::GgmlType;
 /// Weight rows per interleaved group.
 pub const INTERLEAVE_ROWS: usize = 16;
 
-/// Whether `ty` has an interleaved layout (the 32-element formats paired with Q8_0 / Q8_1).
+/// Whether `ty` has an interleaved layout (the 32-element formats paired with Q8_0 / Q8_1,
+/// Q4_K and Q5_K).
 pub fn can_interleave(ty: GgmlType) -> bool {
+    is_legacy(ty) || is_chunked(ty)
+}
+
+/// The 32-element formats (the layout table of the module docs).
+fn is_legacy(ty: GgmlType) -> bool {
     matches!(
         ty,
         GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
     )
+}
+
+/// The K-quants interleaved as transposed 16-byte chunks.
+fn is_chunked(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K)
 }
 
 /// Bytes of the interleaved form of `rows` rows of `cols` elements of `ty` (whole groups).
@@ -110,6 +127,10 @@ pub fn interleave_group(ty: GgmlType, src: &[u8], cols: usize, dst: &mut [u8]) {
     let rows = src.len() / row_bytes;
     assert!(rows <= INTERLEAVE_ROWS, "{rows} rows do not fit one group");
     assert_eq!(dst.len(), INTERLEAVE_ROWS * row_bytes, "group length");
+    if is_chunked(ty) {
+        interleave_chunks(src, rows, row_bytes, f.block_bytes, dst);
+        return;
+    }
     let p = parts(ty);
     let bb = f.block_bytes;
     // Where the file's block keeps its fields: d, m, qh, qs.
@@ -155,6 +176,30 @@ pub fn interleave_group(ty: GgmlType, src: &[u8], cols: usize, dst: &mut [u8]) {
     }
 }
 
+/// The K-quant layout of the module docs for one group: `rows` rows of `row_bytes` in
+/// `src`, super-blocks of `block_bytes` (a multiple of 16); missing rows are zero.
+fn interleave_chunks(
+    src: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    block_bytes: usize,
+    dst: &mut [u8],
+) {
+    dst.fill(0);
+    let group_block = INTERLEAVE_ROWS * block_bytes;
+    for (b, out) in dst.chunks_exact_mut(group_block).enumerate() {
+        for r in 0..rows {
+            let blk = &src[r * row_bytes + b * block_bytes..][..block_bytes];
+            for (c, chunk) in blk.chunks_exact(16).enumerate() {
+                for (k, dword) in chunk.chunks_exact(4).enumerate() {
+                    let at = 256 * c + 64 * k + 4 * r;
+                    out[at..at + 4].copy_from_slice(dword);
+                }
+            }
+        }
+    }
+}
+
 /// Rearranges a whole matrix (`src`: `rows` rows in the file's layout) into `dst`
 /// ([`interleaved_len`] bytes), one group after another.
 ///
@@ -185,6 +230,18 @@ mod tests {
     fn deinterleave(ty: GgmlType, src: &[u8], rows: usize, cols: usize) -> Vec<u8> {
         let f = format(ty);
         let (row_bytes, bb) = (f.row_bytes(cols), f.block_bytes);
+        if is_chunked(ty) {
+            let mut out = vec![0u8; rows * row_bytes];
+            for (i, byte) in out.iter_mut().enumerate() {
+                let (r, in_row) = (i / row_bytes, i % row_bytes);
+                let (g, lane) = (r / INTERLEAVE_ROWS, r % INTERLEAVE_ROWS);
+                let (b, in_block) = (in_row / bb, in_row % bb);
+                let (c, k, j) = (in_block / 16, in_block % 16 / 4, in_block % 4);
+                let group = g * INTERLEAVE_ROWS * row_bytes;
+                *byte = src[group + b * INTERLEAVE_ROWS * bb + 256 * c + 64 * k + 4 * lane + j];
+            }
+            return out;
+        }
         let p = parts(ty);
         let mut out = vec![0u8; rows * row_bytes];
         for r in 0..rows {
@@ -235,8 +292,10 @@ mod tests {
 
     #[test]
     fn interleaving_keeps_every_byte_and_pads_with_zeros() {
-        for ty in TYPES {
-            for (rows, cols) in [(1, 32), (16, 64), (17, 96), (35, 32), (48, 128)] {
+        let all = TYPES.into_iter().chain([GgmlType::Q4_K, GgmlType::Q5_K]);
+        for ty in all {
+            let k = format(ty).block_elems;
+            for (rows, cols) in [(1, k), (16, 2 * k), (17, 3 * k), (35, k), (48, 4 * k)] {
                 let n = rows * format(ty).row_bytes(cols);
                 // Deterministic bytes that differ across rows, blocks and fields.
                 let src: Vec<u8> = (0..n).map(|i| (i * 131 + i / 7) as u8).collect();
@@ -272,7 +331,7 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "no interleaved layout")]
-    fn k_quants_do_not_interleave() {
-        interleaved_len(GgmlType::Q4_K, 16, 256);
+    fn q6_k_does_not_interleave() {
+        interleaved_len(GgmlType::Q6_K, 16, 256);
     }
 }

@@ -406,10 +406,12 @@ pub fn matmul_many_with(
         .unwrap_or_else(|| panic!("no quantizer for {}", af.ty));
     let a_row_bytes = af.row_bytes(cols);
     let act_stride = a_row_bytes.next_multiple_of(ACT_ALIGN);
-    let wants_scales = works[..n_mats].iter().any(|w| {
-        w.as_ref()
-            .is_some_and(|w| w.scaled.is_some() || w.interleaved.is_some())
-    });
+    // Q8_K rows carry everything their kernels read; Q8_0 / Q8_1 kernels take a table.
+    let wants_scales = matches!(af.ty, GgmlType::Q8_0 | GgmlType::Q8_1)
+        && works[..n_mats].iter().any(|w| {
+            w.as_ref()
+                .is_some_and(|w| w.scaled.is_some() || w.interleaved.is_some())
+        });
     let scale_stride = if wants_scales {
         scale_row_len(af.ty, cols / af.block_elems)
     } else {

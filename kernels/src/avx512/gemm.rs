@@ -532,7 +532,7 @@ fn check_sub_block_sums(tile: &ActTile<'_>, n_blocks: usize) {
 ///
 /// # Panics
 /// If the slices do not fit the contract (a caller bug).
-fn check_k_args(
+pub(super) fn check_k_args(
     w: &[u8],
     w_rows: usize,
     block_bytes: usize,
@@ -612,33 +612,32 @@ unsafe fn gemm_tiles<const KIND: u8>(
 // Q4_K and Q5_K against Q8_K activations
 
 /// Sub-blocks of 32 elements in a 256-element super-block.
-const SUB_BLOCKS: usize = 8;
+pub(super) const SUB_BLOCKS: usize = 8;
 
 /// The per-row fields of one Q4_K / Q5_K super-block of 16 rows: `d` and `dmin` as f32, and
 /// for each sub-block `j` its 6-bit scale (i32 lanes) and its min twice (i16 pairs, for
 /// `vpdpwssd` against the tile's packed pairs of 16-element activation sums).
 #[derive(Clone, Copy)]
-struct KHead {
+pub(super) struct KHead {
     /// The rows' `d`.
-    d: __m512,
+    pub(super) d: __m512,
     /// The rows' `dmin`.
-    dmin: __m512,
+    pub(super) dmin: __m512,
     /// Sub-block scales.
-    scales: [__m512i; SUB_BLOCKS],
+    pub(super) scales: [__m512i; SUB_BLOCKS],
     /// Sub-block mins, `m | m << 16`.
-    min_pairs: [__m512i; SUB_BLOCKS],
+    pub(super) min_pairs: [__m512i; SUB_BLOCKS],
 }
 
-/// Reads the head (d, dmin, the 12 bytes of packed scales and mins) of the super-block at
-/// `p + offsets[r]` for the 16 rows `r`.
+/// Unpacks the head (d, dmin, the 12 bytes of packed scales and mins: the first 16 bytes of
+/// a super-block) of the 16 rows, given as its dwords across the lanes (`h[k]`, lane `r`:
+/// dword `k` of row `r`).
 ///
 /// # Safety
-/// 16 bytes must be readable at each `p + offsets[r]`.
+/// The CPU must have this file's features.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn k_head(p: *const u8, offsets: &[usize; GROUP]) -> KHead {
-    // SAFETY: the caller guarantees 16 readable bytes at each row's `p`.
-    let h = unsafe { transpose_16x4(p, offsets) };
+unsafe fn k_head(h: [__m512i; 4]) -> KHead {
     let six = _mm512_set1_epi8(0x3F);
     let four = _mm512_set1_epi8(0x0F);
     let top = _mm512_set1_epi8(0x30);
@@ -677,28 +676,31 @@ unsafe fn k_head(p: *const u8, offsets: &[usize; GROUP]) -> KHead {
         _mm512_or_si512(m, _mm512_slli_epi32::<16>(m))
     });
     KHead {
-        d: f16_lanes(h[0]),
-        dmin: f16_lanes(_mm512_srli_epi32::<16>(h[0])),
+        // SAFETY: same CPU features as this function.
+        d: unsafe { f16_lanes(h[0]) },
+        // SAFETY: as above.
+        dmin: unsafe { f16_lanes(_mm512_srli_epi32::<16>(h[0])) },
         scales,
         min_pairs,
     }
 }
 
-/// Adds `scale_j · Σ w·a` of sub-block `j` to `isum[t]` for the 8 tile rows: `w` holds the
-/// sub-block's quant groups (unsigned, at most 31), `a` its quants in tile row 0.
+/// Adds `scale_j · Σ w·a` of sub-block `j` to `isum[t]` for `N` activation rows (the 8 of a
+/// tile, or decode's): `w` holds the sub-block's quant groups (unsigned, at most 31), `a`
+/// its quants in activation row 0.
 ///
 /// # Safety
-/// The 8 tile rows must have 32 readable bytes at `a + t * stride`.
+/// The `N` rows must have 32 readable bytes at `a + t * stride`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn k_sub_block(
+pub(super) unsafe fn k_sub_block<const N: usize>(
     w: &[__m512i; GROUPS],
     scale: __m512i,
     a: *const u8,
     stride: usize,
-    isum: &mut [__m512i; GEMM_TILE],
+    isum: &mut [__m512i; N],
 ) {
-    let mut dots = [_mm512_setzero_si512(); GEMM_TILE];
+    let mut dots = [_mm512_setzero_si512(); N];
     for (k, g) in w.iter().enumerate() {
         for (t, dot) in dots.iter_mut().enumerate() {
             // SAFETY: byte 4k + 3 < 32 of row t is readable (caller).
@@ -716,50 +718,74 @@ unsafe fn k_sub_block(
 /// One Q4_K / Q5_K super-block of 16 rows rearranged for the tile: the head and, per
 /// 32-element sub-block, its 8 quant groups (lane = row).
 #[derive(Clone, Copy)]
-struct KBlock {
+pub(super) struct KBlock {
     /// Scales, mins, `d`, `dmin`.
-    head: KHead,
+    pub(super) head: KHead,
     /// Sub-block `j`'s groups.
-    groups: [[__m512i; GROUPS]; SUB_BLOCKS],
+    pub(super) groups: [[__m512i; GROUPS]; SUB_BLOCKS],
 }
 
-/// Reads super-block `b` of the 16 Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE =
-/// true`, 176-byte blocks) rows (row `r` at `w + offsets[r]`) into a [`KBlock`].
+/// Where a loader finds one super-block of 16 rows, 16 bytes at a time: `chunk(at)` gives
+/// bytes `at .. at + 16` of every row's block as dwords across the lanes (vector `k`, lane
+/// `r`: dword `k` of those bytes of row `r`).
+pub(super) trait SuperBlock16: Copy {
+    /// The 16 bytes at `at` (a multiple of 16 inside the block) of the 16 rows.
+    ///
+    /// # Safety
+    /// The super-block must be readable (the implementor's contract) and the CPU must have
+    /// this file's features.
+    unsafe fn chunk(self, at: usize) -> [__m512i; 4];
+}
+
+/// A super-block in the file's layout: row `r`'s block at `p + offsets[r]` (read with 16x4
+/// transposes).
+#[derive(Clone, Copy)]
+struct RowMajorBlock<'a> {
+    p: *const u8,
+    offsets: &'a [usize; GROUP],
+}
+
+impl SuperBlock16 for RowMajorBlock<'_> {
+    #[inline(always)]
+    unsafe fn chunk(self, at: usize) -> [__m512i; 4] {
+        // SAFETY: the block lies inside each row (the constructor's caller); features as
+        // the caller's (this is inlined into their `target_feature` functions).
+        unsafe { transpose_16x4(self.p.add(at), self.offsets) }
+    }
+}
+
+/// Reads a Q4_K (`FIVE = false`, 144-byte blocks) or Q5_K (`FIVE = true`, 176-byte blocks)
+/// super-block of 16 rows from `src`: returns its head and hands it with each 32-element
+/// sub-block's quant groups to `f(head, j, groups)`, `j = 0 .. 8` in order (so decode can use
+/// them at once instead of keeping all 64 vectors).
 ///
 /// # Safety
-/// Super-block `b` must lie inside each of the 16 rows.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn load_k_block<const FIVE: bool>(
-    w: *const u8,
-    offsets: &[usize; GROUP],
-    b: usize,
-) -> KBlock {
-    let block_bytes = if FIVE { 176 } else { 144 };
+/// `src` must be readable for a whole super-block of the kind.
+#[inline(always)]
+pub(super) unsafe fn k_sub_blocks<const FIVE: bool>(
+    src: impl SuperBlock16,
+    mut f: impl FnMut(&KHead, usize, &[__m512i; GROUPS]),
+) -> KHead {
     let qs_offset = if FIVE { 48 } else { 16 };
-    let four = _mm512_set1_epi8(0x0F);
-    let bit4 = _mm512_set1_epi8(0x10);
-    // SAFETY (all reads below): super-block b lies inside each of the 16 rows (caller).
+    // SAFETY (all reads and intrinsics below): the block is readable (caller); the caller
+    // runs with this file's CPU features (inlined into its `target_feature` functions).
     unsafe {
-        let p = w.add(b * block_bytes);
-        let head = k_head(p, offsets);
+        let four = _mm512_set1_epi8(0x0F);
+        let bit4 = _mm512_set1_epi8(0x10);
+        let head = k_head(src.chunk(0));
         let high = if FIVE {
-            let (h0, h1) = (
-                transpose_16x4(p.add(16), offsets),
-                transpose_16x4(p.add(32), offsets),
-            );
+            let (h0, h1) = (src.chunk(16), src.chunk(32));
             [h0[0], h0[1], h0[2], h0[3], h1[0], h1[1], h1[2], h1[3]]
         } else {
             [_mm512_setzero_si512(); GROUPS]
         };
-        let mut groups = [[_mm512_setzero_si512(); GROUPS]; SUB_BLOCKS];
         for c in 0..4 {
-            let q0 = transpose_16x4(p.add(qs_offset + 32 * c), offsets);
-            let q1 = transpose_16x4(p.add(qs_offset + 32 * c + 16), offsets);
+            let q0 = src.chunk(qs_offset + 32 * c);
+            let q1 = src.chunk(qs_offset + 32 * c + 16);
             let q = [q0[0], q0[1], q0[2], q0[3], q1[0], q1[1], q1[2], q1[3]];
             for h in 0..2 {
                 let j = 2 * c + h;
-                groups[j] = std::array::from_fn(|k| {
+                let groups = std::array::from_fn(|k| {
                     let nibbles = if h == 0 {
                         _mm512_and_si512(q[k], four)
                     } else {
@@ -778,10 +804,23 @@ unsafe fn load_k_block<const FIVE: bool>(
                         nibbles
                     }
                 });
+                f(&head, j, &groups);
             }
         }
-        KBlock { head, groups }
+        head
     }
+}
+
+/// [`k_sub_blocks`] kept whole in a [`KBlock`] (the tiles reuse it for several tiles).
+///
+/// # Safety
+/// As for [`k_sub_blocks`].
+#[inline(always)]
+pub(super) unsafe fn load_k_block<const FIVE: bool>(src: impl SuperBlock16) -> KBlock {
+    let mut groups = [[_mm512_setzero_si512(); GROUPS]; SUB_BLOCKS];
+    // SAFETY: forwarded to the caller.
+    let head = unsafe { k_sub_blocks::<FIVE>(src, |_, j, g| groups[j] = *g) };
+    KBlock { head, groups }
 }
 
 /// Adds super-block `b` (rearranged in `blk`) times the tile's super-block `b`: per tile
@@ -793,7 +832,7 @@ unsafe fn load_k_block<const FIVE: bool>(
 /// (`check_gemm_args`, `check_sub_block_sums`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-unsafe fn add_k_block(
+pub(super) unsafe fn add_k_block(
     blk: &KBlock,
     tile: &ActTile<'_>,
     b: usize,
@@ -854,7 +893,8 @@ unsafe fn k_group<const FIVE: bool>(
         // SAFETY: super-block b < n_blocks lies inside each of the 16 rows and the tile
         // (caller).
         unsafe {
-            let blk = load_k_block::<FIVE>(w, offsets, b);
+            let p = w.add(b * if FIVE { 176 } else { 144 });
+            let blk = load_k_block::<FIVE>(RowMajorBlock { p, offsets });
             add_k_block(&blk, tile, b, &mut acc, &mut acc_min);
         }
     }
@@ -866,7 +906,7 @@ unsafe fn k_group<const FIVE: bool>(
 
 /// Super-blocks [`k_group_tiles`] and [`q6k_group_tiles`] rearrange at a time (about 5.5
 /// KiB each for 16 rows).
-const PACKED_SUPER_BLOCKS: usize = 2;
+pub(super) const PACKED_SUPER_BLOCKS: usize = 2;
 
 /// [`k_group`] for several tiles (see [`several_tiles`]).
 ///
@@ -898,7 +938,10 @@ unsafe fn k_group_tiles<const FIVE: bool>(
             n_blocks,
             tiles,
             empty,
-            |b| load_k_block::<FIVE>(w, offsets, b),
+            |b| {
+                let p = w.add(b * if FIVE { 176 } else { 144 });
+                load_k_block::<FIVE>(RowMajorBlock { p, offsets })
+            },
             |blk, tile, b, acc, acc_min| add_k_block(blk, tile, b, acc, acc_min),
             |acc, acc_min| _mm512_sub_ps(acc, acc_min),
             out,

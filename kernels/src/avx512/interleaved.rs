@@ -18,13 +18,14 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{
-    add_block, check_tiles_args, has_high_bits, offset_shift, several_tiles, Block, GROUP, GROUPS,
-    PACKED_BLOCKS,
+    add_block, add_k_block, check_k_args, check_tiles_args, has_high_bits, k_sub_block,
+    k_sub_blocks, load_k_block, offset_shift, several_tiles, Block, KBlock, KHead, SuperBlock16,
+    GROUP, GROUPS, PACKED_BLOCKS, PACKED_SUPER_BLOCKS, SUB_BLOCKS,
 };
 use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use crate::avx2::util::STEP_PREFETCH_BYTES;
+use crate::avx2::util::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS, STEP_PREFETCH_BYTES};
 use crate::dispatch::{ActTile, KernelSet, MAX_ACT_ROWS};
 use crate::types::GgmlType;
 
@@ -39,6 +40,8 @@ pub(super) fn install(set: &mut KernelSet) {
     set.set_interleaved(GgmlType::Q5_0, dot::<Q5_0>, tiles::<Q5_0>);
     set.set_interleaved(GgmlType::Q5_1, dot::<Q5_1>, tiles::<Q5_1>);
     set.set_interleaved(GgmlType::Q8_0, dot::<Q8_0>, tiles::<Q8_0>);
+    set.set_interleaved(GgmlType::Q4_K, k_dot::<false>, k_tiles::<false>);
+    set.set_interleaved(GgmlType::Q5_K, k_dot::<true>, k_tiles::<true>);
 }
 
 /// Bytes of one interleaved block (16 rows) of `kind`.
@@ -335,6 +338,264 @@ unsafe fn tiles<const KIND: u8>(
         // are writable and ours (caller).
         unsafe {
             group_tiles::<KIND>(
+                w[g * group_bytes..].as_ptr(),
+                n_blocks,
+                tiles,
+                out,
+                (out_stride, row0, rows),
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Q4_K and Q5_K: super-blocks as transposed 16-byte chunks (see `crate::interleave`)
+
+/// Bytes of one Q4_K (`five = false`) or Q5_K super-block.
+const fn k_block_bytes(five: bool) -> usize {
+    if five {
+        176
+    } else {
+        144
+    }
+}
+
+/// An interleaved super-block of 16 rows: chunk `c` is 4 vectors at `p + 256 c`.
+#[derive(Clone, Copy)]
+struct Chunked {
+    p: *const u8,
+}
+
+impl SuperBlock16 for Chunked {
+    #[inline(always)]
+    unsafe fn chunk(self, at: usize) -> [__m512i; 4] {
+        // SAFETY: the super-block at `p` is readable (whoever built `self`); the caller has
+        // this file's CPU features (inlined into its `target_feature` functions).
+        unsafe {
+            let q = self.p.add(at / 16 * 256);
+            std::array::from_fn(|k| _mm512_loadu_si512(q.add(64 * k).cast()))
+        }
+    }
+}
+
+/// The dot products of one group of 16 interleaved Q4_K / Q5_K rows (`n_blocks`
+/// super-blocks at `p`) with `N` Q8_K activation rows (`a` = row 0's first block,
+/// `row_bytes` apart): the arithmetic of the tile's `add_k_block` (exact integer totals per
+/// super-block, one conversion and FMA each for the scales and the mins), so the results
+/// are its bits; lane `r` of result `t` = dot(row `r`, activation row `t`).
+///
+/// # Safety
+/// `p` must hold `n_blocks` interleaved super-blocks; each activation row `n_blocks` Q8_K
+/// blocks.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_dot_group<const FIVE: bool, const N: usize>(
+    p: *const u8,
+    n_blocks: usize,
+    a: *const u8,
+    row_bytes: usize,
+) -> [__m512; N] {
+    let zero = _mm512_setzero_ps();
+    let mut acc = [zero; N];
+    let mut acc_min = [zero; N];
+    let ib = GROUP * k_block_bytes(FIVE);
+    for b in 0..n_blocks {
+        // SAFETY (all reads below): super-block b of the group and of every activation row
+        // exists (caller); the prefetch address is never read.
+        unsafe {
+            let blk_at = p.add(b * ib);
+            _mm_prefetch::<_MM_HINT_T1>(blk_at.wrapping_add(STEP_PREFETCH_BYTES).cast());
+            let a = a.add(b * Q8K_BYTES);
+            let mut isum = [_mm512_setzero_si512(); N];
+            // Each sub-block's groups are used as they are unpacked (64 vectors would not
+            // stay in registers).
+            let head: KHead = k_sub_blocks::<FIVE>(Chunked { p: blk_at }, |head, j, groups| {
+                k_sub_block(
+                    groups,
+                    head.scales[j],
+                    a.add(Q8K_QS + 32 * j),
+                    row_bytes,
+                    &mut isum,
+                )
+            });
+            for t in 0..N {
+                let row = a.add(t * row_bytes);
+                let mut msum = _mm512_setzero_si512();
+                for (j, pair) in head.min_pairs.iter().enumerate().take(SUB_BLOCKS) {
+                    // Block sums 2j (low half) and 2j + 1 (high half), as the tile tables
+                    // pack them.
+                    let sums = row.add(Q8K_BSUMS + 4 * j).cast::<i32>().read_unaligned();
+                    msum = _mm512_dpwssd_epi32(msum, *pair, _mm512_set1_epi32(sums));
+                }
+                let d_a = _mm512_set1_ps(row.cast::<f32>().read_unaligned());
+                let d = _mm512_mul_ps(head.d, d_a);
+                let dmin = _mm512_mul_ps(head.dmin, d_a);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
+                acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, acc_min[t]);
+            }
+        }
+    }
+    std::array::from_fn(|t| _mm512_sub_ps(acc[t], acc_min[t]))
+}
+
+/// Every group of a K-quant dot call against `N` activation rows, results token-major as in
+/// [`dot_rows`].
+///
+/// # Safety
+/// As for [`k_dot_group`], for the `w_rows.div_ceil(16)` groups at `w` (`group_bytes`
+/// apart); `out` must hold `N * w_rows` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_dot_rows<const FIVE: bool, const N: usize>(
+    w: *const u8,
+    w_rows: usize,
+    group_bytes: usize,
+    a: *const u8,
+    row_bytes: usize,
+    out: &mut [f32],
+) {
+    let n_blocks = group_bytes / (GROUP * k_block_bytes(FIVE));
+    for (g, row0) in (0..w_rows).step_by(GROUP).enumerate() {
+        let rows = (w_rows - row0).min(GROUP);
+        let mask: __mmask16 = ((1u32 << rows) - 1) as u16;
+        // SAFETY: group g exists (caller); the masked stores write `rows` values at
+        // `t * w_rows + row0`, inside `out` (N · w_rows values).
+        unsafe {
+            let res = k_dot_group::<FIVE, N>(w.add(g * group_bytes), n_blocks, a, row_bytes);
+            for (t, v) in res.into_iter().enumerate() {
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(t * w_rows + row0), mask, v);
+            }
+        }
+    }
+}
+
+/// Checks the interleaved K-quant weights of a call: returns the bytes per group.
+///
+/// # Panics
+/// If `w` is not whole groups of whole interleaved super-blocks for `w_rows` rows (a caller
+/// bug).
+fn check_k_groups(five: bool, w: &[u8], w_rows: usize) -> usize {
+    assert!(w_rows > 0, "an interleaved call needs at least one row");
+    let groups = w_rows.div_ceil(GROUP);
+    let ib = GROUP * k_block_bytes(five);
+    assert!(
+        w.len().is_multiple_of(groups) && (w.len() / groups).is_multiple_of(ib),
+        "{} interleaved bytes are not {groups} groups of whole {ib}-byte super-blocks",
+        w.len()
+    );
+    w.len() / groups
+}
+
+/// The [`crate::dispatch::InterleavedDotFn`] for Q4_K (`FIVE = false`) or Q5_K: the
+/// activations are Q8_K rows, whose blocks carry their own scale and sums, so `act_scales`
+/// is not read (it may be empty).
+fn k_dot<const FIVE: bool>(
+    w: &[u8],
+    w_rows: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    _act_scales: &[f32],
+    _scale_stride: usize,
+    out: &mut [f32],
+) {
+    let group_bytes = check_k_groups(FIVE, w, w_rows);
+    let n_blocks = group_bytes / (GROUP * k_block_bytes(FIVE));
+    assert!(out.len().is_multiple_of(w_rows), "output is not whole rows");
+    let n = out.len() / w_rows;
+    assert!(
+        (1..=MAX_ACT_ROWS).contains(&n),
+        "{n} activation rows requested, the kernels take 1..={MAX_ACT_ROWS}"
+    );
+    let needed = (n - 1) * act_row_bytes + n_blocks * Q8K_BYTES;
+    assert!(
+        (n == 1 || act_row_bytes >= n_blocks * Q8K_BYTES) && acts.len() >= needed,
+        "activations hold {} bytes, {n} rows need {needed}",
+        acts.len()
+    );
+    let (w, a) = (w.as_ptr(), acts.as_ptr());
+    // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+    // reachable; the sizes of the groups, activation rows and output were checked above.
+    unsafe {
+        match n {
+            1 => k_dot_rows::<FIVE, 1>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            2 => k_dot_rows::<FIVE, 2>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            3 => k_dot_rows::<FIVE, 3>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            4 => k_dot_rows::<FIVE, 4>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            5 => k_dot_rows::<FIVE, 5>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            6 => k_dot_rows::<FIVE, 6>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            7 => k_dot_rows::<FIVE, 7>(w, w_rows, group_bytes, a, act_row_bytes, out),
+            _ => k_dot_rows::<FIVE, 8>(w, w_rows, group_bytes, a, act_row_bytes, out),
+        }
+    }
+}
+
+/// [`several_tiles`] over one interleaved Q4_K / Q5_K group at `p` (`n_blocks`
+/// super-blocks), with the tile's `load_k_block` / `add_k_block` steps.
+///
+/// # Safety
+/// `p` must hold `n_blocks` interleaved super-blocks; the tiles must have been checked for
+/// them; `out` and `placement` as for [`several_tiles`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+unsafe fn k_group_tiles<const FIVE: bool>(
+    p: *const u8,
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    out: *mut f32,
+    placement: (usize, usize, usize),
+) {
+    let z = _mm512_setzero_si512();
+    let empty = KBlock {
+        head: KHead {
+            d: _mm512_setzero_ps(),
+            dmin: _mm512_setzero_ps(),
+            scales: [z; SUB_BLOCKS],
+            min_pairs: [z; SUB_BLOCKS],
+        },
+        groups: [[z; GROUPS]; SUB_BLOCKS],
+    };
+    let ib = GROUP * k_block_bytes(FIVE);
+    // SAFETY: super-blocks b < n_blocks exist in the group and every tile (caller); same
+    // CPU features as this function.
+    unsafe {
+        several_tiles::<KBlock, PACKED_SUPER_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            |b| load_k_block::<FIVE>(Chunked { p: p.add(b * ib) }),
+            |blk, tile, b, acc, acc_min| add_k_block(blk, tile, b, acc, acc_min),
+            |acc, acc_min| _mm512_sub_ps(acc, acc_min),
+            out,
+            placement,
+        )
+    }
+}
+
+/// The interleaved [`crate::dispatch::GemmTilesFn`] for Q4_K (`FIVE = false`) or Q5_K.
+///
+/// # Safety
+/// As for [`crate::dispatch::GemmTilesFn`].
+unsafe fn k_tiles<const FIVE: bool>(
+    w: &[u8],
+    w_rows: usize,
+    tiles: &[ActTile<'_>],
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let group_bytes = check_k_groups(FIVE, w, w_rows);
+    // The tile checks of the row-major kernel, on the real rows' share of the bytes.
+    let (_, n_blocks) = check_k_args(
+        &w[..w_rows * (group_bytes / GROUP)],
+        w_rows,
+        k_block_bytes(FIVE),
+        tiles,
+        out_stride,
+    );
+    for (g, row0) in (0..w_rows).step_by(GROUP).enumerate() {
+        let rows = (w_rows - row0).min(GROUP);
+        // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
+        // reachable; group g exists and the tiles were checked above; the output places
+        // are writable and ours (caller).
+        unsafe {
+            k_group_tiles::<FIVE>(
                 w[g * group_bytes..].as_ptr(),
                 n_blocks,
                 tiles,
