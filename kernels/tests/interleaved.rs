@@ -4,6 +4,11 @@
 //! matmul on an interleaved `MatRef` must give exactly the row-major matmul's output, for
 //! every type that interleaves, partial last groups, any batch size and thread count.
 //!
+//! The 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) are compared with the set's
+//! row-major scaled dot and several-tile kernel; Q4_K and Q5_K (Q8_K activations, no scale
+//! table, no scaled dot) with the set's plain dot called once per weight row and with its
+//! row-major several-tile kernel.
+//!
 //! Weights are random valid blocks (random bytes, every f16 field a finite value,
 //! subnormals and extremes included). On a kernel set without interleaved kernels (e.g.
 //! `OPENWEIGHT_KERNELS=avx2`) the kernel and matmul checks print a `SKIPPED` line to stderr
@@ -18,15 +23,26 @@ use openweight_kernels::dispatch::{
 };
 use openweight_kernels::interleave::{can_interleave, interleave, interleaved_len};
 use openweight_kernels::matmul::{
-    matmul_many_with, matmul_with, scale_rows, tile_table_lens, tile_tables, MatRef, MatmulScratch,
-    WeightLayout,
+    can_fuse, matmul_many_with, matmul_with, scale_rows, tile_table_lens, tile_tables, MatRef,
+    MatmulScratch, WeightLayout,
 };
 use openweight_kernels::{format, GgmlType};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 /// Every type with an interleaved layout.
-const TYPES: [GgmlType; 5] = [
+const TYPES: [GgmlType; 7] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+];
+
+/// The interleavable 32-element types (paired with Q8_0 / Q8_1, which have a scaled dot).
+const LEGACY_TYPES: [GgmlType; 5] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -34,13 +50,16 @@ const TYPES: [GgmlType; 5] = [
     GgmlType::Q8_0,
 ];
 
+/// The interleavable K-quants (256-element super-blocks, paired with Q8_K).
+const K_TYPES: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q5_K];
+
 /// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two
-/// bytes, or four for Q4_1 and Q5_1, which have a minimum) a finite value, subnormals and
-/// extremes included.
+/// bytes, or four for Q4_1, Q5_1, Q4_K and Q5_K, which have a minimum) a finite value,
+/// subnormals and extremes included.
 fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     let bb = format(ty).block_bytes;
     let f16_fields: &[usize] = match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 => &[0, 2],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         _ => &[0],
     };
     let mut s = seed | 1;
@@ -128,8 +147,9 @@ fn pool(n_threads: usize) -> &'static rayon::ThreadPool {
     &pools[n_threads - 1]
 }
 
-/// The test's type list is exactly the interleavable types, and a set with interleaved
-/// kernels has them for all of those types and no other.
+/// The test's type list is exactly the interleavable types (the 32-element ones, then the
+/// K-quants), and a set with interleaved kernels has them for all of those types and no
+/// other.
 #[test]
 fn interleaved_kernels_cover_exactly_the_interleavable_types() {
     let listed: Vec<GgmlType> = GgmlType::ALL
@@ -137,6 +157,7 @@ fn interleaved_kernels_cover_exactly_the_interleavable_types() {
         .filter(|&ty| can_interleave(ty))
         .collect();
     assert_eq!(listed, TYPES);
+    assert_eq!([&LEGACY_TYPES[..], &K_TYPES[..]].concat(), TYPES);
     let set = dispatch::best();
     if TYPES.iter().all(|&ty| set.interleaved(ty).is_none()) {
         let _ = writeln!(
@@ -166,14 +187,14 @@ proptest! {
     /// table entry past `2 * n_blocks` per row (the slack holds NaN).
     #[test]
     fn interleaved_dot_equals_the_row_major_scaled_dot_bitwise(
-        ty_index in 0..TYPES.len(),
+        ty_index in 0..LEGACY_TYPES.len(),
         w_rows in 1usize..=40,
         n_blocks in 1usize..=40,
         n_rows in 1usize..=MAX_ACT_ROWS,
         seed in any::<u64>(),
         amplitude in prop_oneof![Just(0.0f32), Just(1e-6f32), Just(1.0f32), Just(3e4f32)],
     ) {
-        let ty = TYPES[ty_index];
+        let ty = LEGACY_TYPES[ty_index];
         let set = dispatch::best();
         let (Some((dot, _)), Some(scaled)) = (set.interleaved(ty), set.scaled_dot(ty)) else {
             skipped("interleaved dot == row-major scaled dot", ty, set);
@@ -222,13 +243,13 @@ proptest! {
     /// `MAX_GEMM_TILES` tiles and weight-row counts that end in a partial group.
     #[test]
     fn interleaved_tiles_equal_the_row_major_tiles_bitwise(
-        ty_index in 0..TYPES.len(),
+        ty_index in 0..LEGACY_TYPES.len(),
         half_blocks in 0usize..20,
         w_rows in 1usize..=35,
         n_tiles in 1usize..=MAX_GEMM_TILES,
         seed in any::<u64>(),
     ) {
-        let ty = TYPES[ty_index];
+        let ty = LEGACY_TYPES[ty_index];
         let n_blocks = 2 * half_blocks + 1;
         let set = dispatch::best();
         let (Some((_, tiles_fn)), Some(row_major)) = (set.interleaved(ty), set.gemm_tiles(ty))
@@ -282,14 +303,171 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Q4_K and Q5_K: the interleaved dot (decode and remainders of a batch) on interleaved
+    /// weights gives, for every weight row (partial last groups included) and every Q8_K
+    /// activation row (rows `stride` bytes apart, with slack), exactly the bits of the set's
+    /// plain dot called on that weight row alone; it writes token-major output
+    /// (`out[i * w_rows + m]`) and reads no scale table (half the cases pass an empty one, the
+    /// others one full of NaN).
+    #[test]
+    fn kquant_interleaved_dot_equals_the_per_row_dot_bitwise(
+        ty_index in 0..K_TYPES.len(),
+        w_rows in 1usize..=40,
+        n_blocks in 1usize..=6,
+        n_rows in 1usize..=MAX_ACT_ROWS,
+        slack in prop_oneof![Just(0usize), 1usize..=16, Just(64usize)],
+        empty_table in any::<bool>(),
+        seed in any::<u64>(),
+        amplitude in prop_oneof![Just(0.0f32), Just(1e-6f32), Just(1.0f32), Just(3e4f32)],
+    ) {
+        let ty = K_TYPES[ty_index];
+        let set = dispatch::best();
+        let (Some((dot, _)), Some(plain)) = (set.interleaved(ty), set.dot(ty)) else {
+            skipped("interleaved K dot == per-row dot", ty, set);
+            return Ok(());
+        };
+        let af = format(format(ty).vec_dot_type);
+        prop_assert_eq!(af.ty, GgmlType::Q8_K);
+        let cols = n_blocks * 256;
+        let w = weights(ty, n_blocks * w_rows, seed);
+        let wi = interleaved(ty, &w, w_rows, cols);
+        let stride = af.row_bytes(cols) + slack;
+        let acts = quantized_rows(set, af.ty, n_rows, cols, stride, amplitude, seed.rotate_left(17));
+        let nan_table = vec![f32::NAN; n_rows * (n_blocks + 3)];
+        let (table, scale_stride): (&[f32], usize) =
+            if empty_table { (&[], 0) } else { (&nan_table, n_blocks + 3) };
+        let mut got = vec![f32::NAN; n_rows * w_rows];
+        dot(&wi, w_rows, &acts, stride, table, scale_stride, &mut got);
+        let w_row_bytes = format(ty).row_bytes(cols);
+        for (m, w_row) in w.chunks_exact(w_row_bytes).enumerate() {
+            let mut want = vec![f32::NAN; n_rows];
+            plain(w_row, &acts, stride, &mut want);
+            for (i, r) in want.iter().enumerate() {
+                let g = got[i * w_rows + m];
+                prop_assert_eq!(
+                    g.to_bits(),
+                    r.to_bits(),
+                    "{} {} super-blocks weight row {} of {} act row {} of {} (stride {}): \
+                     interleaved {} vs per-row dot {}",
+                    ty, n_blocks, m, w_rows, i, n_rows, stride, g, r
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Q4_K and Q5_K: the interleaved several-tile kernel (prompts) on interleaved weights
+    /// gives every product exactly the bits the set's row-major several-tile kernel gives it,
+    /// for 1 ..= `MAX_GEMM_TILES` tiles of Q8_K rows and weight-row counts that end in a
+    /// partial group, and writes nothing past its rows of a wider output.
+    #[test]
+    fn kquant_interleaved_tiles_equal_the_row_major_tiles_bitwise(
+        ty_index in 0..K_TYPES.len(),
+        n_blocks in 1usize..=5,
+        w_rows in 1usize..=35,
+        n_tiles in 1usize..=MAX_GEMM_TILES,
+        seed in any::<u64>(),
+    ) {
+        let ty = K_TYPES[ty_index];
+        let set = dispatch::best();
+        let (Some((_, tiles_fn)), Some(row_major)) = (set.interleaved(ty), set.gemm_tiles(ty))
+        else {
+            skipped("interleaved K tiles == row-major tiles", ty, set);
+            return Ok(());
+        };
+        let af = format(format(ty).vec_dot_type);
+        prop_assert_eq!(af.ty, GgmlType::Q8_K);
+        let cols = n_blocks * 256;
+        let w = weights(ty, n_blocks * w_rows, seed);
+        let wi = interleaved(ty, &w, w_rows, cols);
+        let stride = af.row_bytes(cols) + 64;
+        let acts = quantized_rows(set, af.ty, n_tiles * GEMM_TILE, cols, stride, 1.0, seed ^ 7);
+        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
+        let tables: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = (0..n_tiles)
+            .map(|i| {
+                let (mut d, mut s, mut sums) =
+                    (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
+                let tile_acts = &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride];
+                tile_tables(af.ty, tile_acts, stride, n_blocks, &mut d, &mut s, &mut sums);
+                (d, s, sums)
+            })
+            .collect();
+        let tiles: Vec<ActTile> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, (d, s, sums))| ActTile {
+                quants: &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride],
+                row_stride: stride,
+                d,
+                s,
+                sums,
+            })
+            .collect();
+        let n_tokens = n_tiles * GEMM_TILE;
+        // Written `out_stride` apart into a wider matrix, as the matmul writes into its
+        // output: the columns past `w_rows` must stay untouched.
+        let out_stride = w_rows + 3;
+        let mut got = vec![f32::NAN; n_tokens * out_stride];
+        // SAFETY: both buffers hold `n_tokens` rows of `out_stride >= w_rows` values, and
+        // nothing else uses them during the calls.
+        unsafe { tiles_fn(&wi, w_rows, &tiles, got.as_mut_ptr(), out_stride) };
+        let mut want = vec![f32::NAN; n_tokens * out_stride];
+        unsafe { row_major(&w, w_rows, &tiles, want.as_mut_ptr(), out_stride) };
+        prop_assert!(
+            got.chunks_exact(out_stride).all(|row| row[w_rows..].iter().all(|v| v.is_nan())),
+            "the interleaved kernel wrote outside its rows"
+        );
+        for token in 0..n_tokens {
+            for m in 0..w_rows {
+                let (g, r) = (got[token * out_stride + m], want[token * out_stride + m]);
+                prop_assert_eq!(
+                    g.to_bits(),
+                    r.to_bits(),
+                    "{} {} super-blocks weight row {} of {} tile {} row {} of {} tiles: \
+                     interleaved {} vs row-major {}",
+                    ty, n_blocks, m, w_rows, token / GEMM_TILE, token % GEMM_TILE, n_tiles, g, r
+                );
+            }
+        }
+    }
+}
+
 /// Activation-row counts of the matmul checks: decode, a remainder below a tile, one tile,
 /// a tile plus one, two tiles plus one, five tiles.
 const BATCHES: [usize; 6] = [1, 3, 8, 9, 17, 40];
 
-/// Blocks per row in the matmul checks: short rows, or rows long enough (160 blocks) that
-/// a job walks its weight rows in several row blocks.
-fn matmul_blocks() -> impl Strategy<Value = usize> {
-    prop_oneof![3 => 1usize..=12, 1 => Just(160usize)]
+/// Row lengths of the matmul checks: short rows, or rows long enough that a job walks its
+/// weight rows in several row blocks.
+#[derive(Clone, Copy, Debug)]
+enum RowLen {
+    /// 1 ..= 12 (see [`matmul_cols`]).
+    Short(usize),
+    Long,
+}
+
+/// Short rows three times in four.
+fn row_lens() -> impl Strategy<Value = RowLen> {
+    prop_oneof![3 => (1usize..=12).prop_map(RowLen::Short), 1 => Just(RowLen::Long)]
+}
+
+/// Columns of a `len` row of `ty` in the matmul checks. 32-element types: 1 ..= 12 blocks,
+/// or 160 (5120 columns, row blocks of 32 rows or fewer). Q4_K / Q5_K: 1 ..= 4
+/// super-blocks, or 24 (6144 columns, 3456 / 4224 bytes a row: row blocks of 32 / 16 rows,
+/// so the 40- and 100-row matrices take several).
+fn matmul_cols(ty: GgmlType, len: RowLen) -> usize {
+    let elems = format(ty).block_elems;
+    match (elems, len) {
+        (256, RowLen::Short(n)) => n.div_ceil(3) * 256,
+        (256, RowLen::Long) => 24 * 256,
+        (_, RowLen::Short(n)) => n * elems,
+        (_, RowLen::Long) => 160 * elems,
+    }
 }
 
 /// The row-major matmul of `w` and `x` (`n_tokens` rows) with the best set.
@@ -328,7 +506,7 @@ fn same_bits(a: &[f32], b: &[f32], rows: usize) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// A matmul on an interleaved `MatRef` gives exactly the row-major matmul's output, for
     /// decode, batches with remainders, one tile and several tiles, row counts that fill
@@ -336,7 +514,7 @@ proptest! {
     #[test]
     fn interleaved_matmul_equals_the_row_major_matmul_bitwise(
         ty_index in 0..TYPES.len(),
-        n_blocks in matmul_blocks(),
+        len in row_lens(),
         seed in any::<u64>(),
     ) {
         let ty = TYPES[ty_index];
@@ -345,7 +523,8 @@ proptest! {
             skipped("interleaved matmul == row-major matmul", ty, set);
             return Ok(());
         }
-        let cols = n_blocks * 32;
+        let cols = matmul_cols(ty, len);
+        let n_blocks = cols / format(ty).block_elems;
         let max_tokens = BATCHES[BATCHES.len() - 1];
         let x_all = floats(max_tokens * cols, 4.0, seed.rotate_left(31));
         let mut scratch = MatmulScratch::default();
@@ -371,18 +550,19 @@ proptest! {
 }
 
 /// Pairs of interleavable types that share an activation format (so they can be fused).
-const PAIRS: [(GgmlType, GgmlType); 4] = [
+const PAIRS: [(GgmlType, GgmlType); 5] = [
     (GgmlType::Q4_0, GgmlType::Q8_0),
     (GgmlType::Q5_0, GgmlType::Q4_0),
     (GgmlType::Q4_1, GgmlType::Q5_1),
     (GgmlType::Q8_0, GgmlType::Q8_0),
+    (GgmlType::Q4_K, GgmlType::Q5_K),
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// `matmul_many` on two interleaved matrices gives each exactly the output of its own
-    /// row-major matmul.
+    /// `matmul_many` on two interleaved matrices (32-element types, or Q4_K with Q5_K) gives
+    /// each exactly the output of its own row-major matmul.
     #[test]
     fn fused_interleaved_matmuls_equal_row_major_matmuls_bitwise(
         pair in 0..PAIRS.len(),
@@ -390,11 +570,12 @@ proptest! {
         rows_b in 1usize..=100,
         n_tokens in prop::sample::select(BATCHES.to_vec()),
         n_threads in 1usize..=2,
-        n_blocks in matmul_blocks(),
+        len in row_lens(),
         seed in any::<u64>(),
     ) {
         let (ta, tb) = PAIRS[pair];
         prop_assert_eq!(format(ta).vec_dot_type, format(tb).vec_dot_type);
+        prop_assert_eq!(format(ta).block_elems, format(tb).block_elems);
         let set = dispatch::best();
         for ty in [ta, tb] {
             if set.interleaved(ty).is_none() {
@@ -402,7 +583,8 @@ proptest! {
                 return Ok(());
             }
         }
-        let cols = n_blocks * 32;
+        let cols = matmul_cols(ta, len);
+        let n_blocks = cols / format(ta).block_elems;
         let x = floats(n_tokens * cols, 4.0, seed.rotate_left(13));
         let wa = weights(ta, n_blocks * rows_a, seed);
         let wb = weights(tb, n_blocks * rows_b, seed.rotate_left(7));
@@ -411,6 +593,7 @@ proptest! {
             MatRef { layout: WeightLayout::Interleaved, ..MatRef::new(ta, &ia, rows_a, cols) },
             MatRef { layout: WeightLayout::Interleaved, ..MatRef::new(tb, &ib, rows_b, cols) },
         ];
+        prop_assert!(can_fuse(&mats), "{} and {} do not fuse", ta, tb);
         let mut ya = vec![f32::NAN; rows_a * n_tokens];
         let mut yb = vec![f32::NAN; rows_b * n_tokens];
         let mut scratch = MatmulScratch::default();
