@@ -402,8 +402,49 @@ pub(super) unsafe fn several_tiles<P: Copy, const PACKED: usize>(
     }
 }
 
-/// [`group`] for several tiles ([`several_tiles`] with [`load_block`] and [`add_block`],
-/// [`PACKED_BLOCKS`] blocks at a time).
+/// [`several_tiles`] with the 32-element steps: `load(b)` rearranges block `b` of the 16
+/// rows (from the file's rows or from interleaved ones), [`add_block`] adds it for each tile,
+/// [`PACKED_BLOCKS`] blocks at a time.
+///
+/// # Safety
+/// `load` must be safe to call for every block `b < n_blocks`; the tiles must have been
+/// checked for `n_blocks` blocks of `KIND`; `out` and `placement` as for [`several_tiles`],
+/// whose CPU-feature requirement this has too (it is inlined into the callers).
+#[inline(always)]
+pub(super) unsafe fn legacy_tiles<const KIND: u8>(
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    load: impl FnMut(usize) -> Block,
+    out: *mut f32,
+    placement: (usize, usize, usize),
+) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        let empty = Block {
+            groups: [_mm512_setzero_si512(); GROUPS],
+            d: _mm512_setzero_ps(),
+            m: _mm512_setzero_ps(),
+        };
+        several_tiles::<Block, PACKED_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            load,
+            |blk, tile, b, acc, acc_min| add_block::<KIND>(blk, tile, b, acc, acc_min),
+            |acc, acc_min| {
+                if has_min(KIND) {
+                    _mm512_add_ps(acc, acc_min)
+                } else {
+                    acc
+                }
+            },
+            out,
+            placement,
+        )
+    }
+}
+
+/// [`group`] for several tiles ([`legacy_tiles`] with [`load_block`]).
 ///
 /// # Safety
 /// As for [`group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`.
@@ -416,27 +457,13 @@ unsafe fn group_tiles<const KIND: u8>(
     out: *mut f32,
     placement: (usize, usize, usize),
 ) {
-    let empty = Block {
-        groups: [_mm512_setzero_si512(); GROUPS],
-        d: _mm512_setzero_ps(),
-        m: _mm512_setzero_ps(),
-    };
     // SAFETY: blocks b < n_blocks lie inside each of the 16 weight rows and every tile
     // (caller); same CPU features as this function.
     unsafe {
-        several_tiles::<Block, PACKED_BLOCKS>(
+        legacy_tiles::<KIND>(
             n_blocks,
             tiles,
-            empty,
             |b| load_block::<KIND>(w, offsets, b),
-            |blk, tile, b, acc, acc_min| add_block::<KIND>(blk, tile, b, acc, acc_min),
-            |acc, acc_min| {
-                if has_min(KIND) {
-                    _mm512_add_ps(acc, acc_min)
-                } else {
-                    acc
-                }
-            },
             out,
             placement,
         )
@@ -908,7 +935,46 @@ unsafe fn k_group<const FIVE: bool>(
 /// KiB each for 16 rows).
 pub(super) const PACKED_SUPER_BLOCKS: usize = 2;
 
-/// [`k_group`] for several tiles (see [`several_tiles`]).
+/// [`several_tiles`] with the Q4_K / Q5_K steps: `load(b)` rearranges super-block `b` of
+/// the 16 rows (from the file's rows or from interleaved ones), [`add_k_block`] adds it for
+/// each tile, [`PACKED_SUPER_BLOCKS`] at a time.
+///
+/// # Safety
+/// As for [`legacy_tiles`], with super-blocks.
+#[inline(always)]
+pub(super) unsafe fn k_tiles_with(
+    n_blocks: usize,
+    tiles: &[ActTile<'_>],
+    load: impl FnMut(usize) -> KBlock,
+    out: *mut f32,
+    placement: (usize, usize, usize),
+) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        let z = _mm512_setzero_si512();
+        let empty = KBlock {
+            head: KHead {
+                d: _mm512_setzero_ps(),
+                dmin: _mm512_setzero_ps(),
+                scales: [z; SUB_BLOCKS],
+                min_pairs: [z; SUB_BLOCKS],
+            },
+            groups: [[z; GROUPS]; SUB_BLOCKS],
+        };
+        several_tiles::<KBlock, PACKED_SUPER_BLOCKS>(
+            n_blocks,
+            tiles,
+            empty,
+            load,
+            |blk, tile, b, acc, acc_min| add_k_block(blk, tile, b, acc, acc_min),
+            |acc, acc_min| _mm512_sub_ps(acc, acc_min),
+            out,
+            placement,
+        )
+    }
+}
+
+/// [`k_group`] for several tiles ([`k_tiles_with`] and [`load_k_block`]).
 ///
 /// # Safety
 /// As for [`k_group`], for every tile; `tiles.len() <= MAX_GEMM_TILES`, `1 <= rows <= 16`.
@@ -921,32 +987,14 @@ unsafe fn k_group_tiles<const FIVE: bool>(
     out: *mut f32,
     placement: (usize, usize, usize),
 ) {
-    let z = _mm512_setzero_si512();
-    let empty = KBlock {
-        head: KHead {
-            d: _mm512_setzero_ps(),
-            dmin: _mm512_setzero_ps(),
-            scales: [z; SUB_BLOCKS],
-            min_pairs: [z; SUB_BLOCKS],
-        },
-        groups: [[z; GROUPS]; SUB_BLOCKS],
-    };
     // SAFETY: super-blocks b < n_blocks lie inside each of the 16 rows and every tile
     // (caller); same CPU features as this function.
     unsafe {
-        several_tiles::<KBlock, PACKED_SUPER_BLOCKS>(
-            n_blocks,
-            tiles,
-            empty,
-            |b| {
-                let p = w.add(b * if FIVE { 176 } else { 144 });
-                load_k_block::<FIVE>(RowMajorBlock { p, offsets })
-            },
-            |blk, tile, b, acc, acc_min| add_k_block(blk, tile, b, acc, acc_min),
-            |acc, acc_min| _mm512_sub_ps(acc, acc_min),
-            out,
-            placement,
-        )
+        let load = |b: usize| {
+            let p = w.add(b * if FIVE { 176 } else { 144 });
+            load_k_block::<FIVE>(RowMajorBlock { p, offsets })
+        };
+        k_tiles_with(n_blocks, tiles, load, out, placement)
     }
 }
 

@@ -18,14 +18,14 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{
-    add_block, add_k_block, check_k_args, check_tiles_args, has_high_bits, k_sub_block,
-    k_sub_blocks, load_k_block, offset_shift, several_tiles, Block, KBlock, KHead, SuperBlock16,
-    GROUP, GROUPS, PACKED_BLOCKS, PACKED_SUPER_BLOCKS, SUB_BLOCKS,
+    check_k_args, check_tiles_args, has_high_bits, k_sub_block, k_sub_blocks, k_tiles_with,
+    legacy_tiles, load_k_block, offset_shift, Block, KHead, SuperBlock16, GROUP, GROUPS,
+    SUB_BLOCKS,
 };
 use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use crate::avx2::util::{Q8K_BSUMS, Q8K_BYTES, Q8K_QS, STEP_PREFETCH_BYTES};
+use crate::avx2::util::{dispatch_rows, Q8K_BSUMS, Q8K_BYTES, Q8K_QS, STEP_PREFETCH_BYTES};
 use crate::dispatch::{ActTile, KernelSet, MAX_ACT_ROWS};
 use crate::types::GgmlType;
 
@@ -254,25 +254,15 @@ fn dot<const KIND: u8>(
     // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
     // reachable; the sizes of the groups, activation rows, scale tables and output were
     // checked above.
-    unsafe {
-        match n {
-            1 => dot_rows::<KIND, 1>(w, w_rows, group_bytes, n_blocks, a, out),
-            2 => dot_rows::<KIND, 2>(w, w_rows, group_bytes, n_blocks, a, out),
-            3 => dot_rows::<KIND, 3>(w, w_rows, group_bytes, n_blocks, a, out),
-            4 => dot_rows::<KIND, 4>(w, w_rows, group_bytes, n_blocks, a, out),
-            5 => dot_rows::<KIND, 5>(w, w_rows, group_bytes, n_blocks, a, out),
-            6 => dot_rows::<KIND, 6>(w, w_rows, group_bytes, n_blocks, a, out),
-            7 => dot_rows::<KIND, 7>(w, w_rows, group_bytes, n_blocks, a, out),
-            _ => dot_rows::<KIND, 8>(w, w_rows, group_bytes, n_blocks, a, out),
-        }
-    }
+    unsafe { dispatch_rows!(n, N => dot_rows::<KIND, N>(w, w_rows, group_bytes, n_blocks, a, out)) }
 }
 
-/// [`several_tiles`] over one interleaved group at `p` (`n_blocks` blocks).
+/// The several-tile steps over one interleaved group at `p` (`n_blocks` blocks):
+/// [`legacy_tiles`] with this file's [`load`].
 ///
 /// # Safety
 /// `p` must hold `n_blocks` interleaved blocks of `KIND`; the tiles must have been checked
-/// for `n_blocks` blocks; `out` and `placement` as for [`several_tiles`].
+/// for `n_blocks` blocks; `out` and `placement` as for [`legacy_tiles`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn group_tiles<const KIND: u8>(
     p: *const u8,
@@ -281,30 +271,11 @@ unsafe fn group_tiles<const KIND: u8>(
     out: *mut f32,
     placement: (usize, usize, usize),
 ) {
-    let empty = Block {
-        groups: [_mm512_setzero_si512(); GROUPS],
-        d: _mm512_setzero_ps(),
-        m: _mm512_setzero_ps(),
-    };
     // SAFETY: blocks b < n_blocks exist in the group and every tile (caller); same CPU
     // features as this function.
     unsafe {
-        several_tiles::<Block, PACKED_BLOCKS>(
-            n_blocks,
-            tiles,
-            empty,
-            |b| load::<KIND>(p.add(b * block_bytes(KIND))),
-            |blk, tile, b, acc, acc_min| add_block::<KIND>(blk, tile, b, acc, acc_min),
-            |acc, acc_min| {
-                if has_min(KIND) {
-                    _mm512_add_ps(acc, acc_min)
-                } else {
-                    acc
-                }
-            },
-            out,
-            placement,
-        )
+        let load = |b: usize| load::<KIND>(p.add(b * block_bytes(KIND)));
+        legacy_tiles::<KIND>(n_blocks, tiles, load, out, placement)
     }
 }
 
@@ -515,25 +486,16 @@ fn k_dot<const FIVE: bool>(
     // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
     // reachable; the sizes of the groups, activation rows and output were checked above.
     unsafe {
-        match n {
-            1 => k_dot_rows::<FIVE, 1>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            2 => k_dot_rows::<FIVE, 2>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            3 => k_dot_rows::<FIVE, 3>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            4 => k_dot_rows::<FIVE, 4>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            5 => k_dot_rows::<FIVE, 5>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            6 => k_dot_rows::<FIVE, 6>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            7 => k_dot_rows::<FIVE, 7>(w, w_rows, group_bytes, a, act_row_bytes, out),
-            _ => k_dot_rows::<FIVE, 8>(w, w_rows, group_bytes, a, act_row_bytes, out),
-        }
+        dispatch_rows!(n, N => k_dot_rows::<FIVE, N>(w, w_rows, group_bytes, a, act_row_bytes, out))
     }
 }
 
-/// [`several_tiles`] over one interleaved Q4_K / Q5_K group at `p` (`n_blocks`
-/// super-blocks), with the tile's `load_k_block` / `add_k_block` steps.
+/// The several-tile steps over one interleaved Q4_K / Q5_K group at `p` (`n_blocks`
+/// super-blocks): [`k_tiles_with`] reading them through [`Chunked`].
 ///
 /// # Safety
 /// `p` must hold `n_blocks` interleaved super-blocks; the tiles must have been checked for
-/// them; `out` and `placement` as for [`several_tiles`].
+/// them; `out` and `placement` as for [`k_tiles_with`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
 unsafe fn k_group_tiles<const FIVE: bool>(
     p: *const u8,
@@ -542,30 +504,12 @@ unsafe fn k_group_tiles<const FIVE: bool>(
     out: *mut f32,
     placement: (usize, usize, usize),
 ) {
-    let z = _mm512_setzero_si512();
-    let empty = KBlock {
-        head: KHead {
-            d: _mm512_setzero_ps(),
-            dmin: _mm512_setzero_ps(),
-            scales: [z; SUB_BLOCKS],
-            min_pairs: [z; SUB_BLOCKS],
-        },
-        groups: [[z; GROUPS]; SUB_BLOCKS],
-    };
     let ib = GROUP * k_block_bytes(FIVE);
     // SAFETY: super-blocks b < n_blocks exist in the group and every tile (caller); same
     // CPU features as this function.
     unsafe {
-        several_tiles::<KBlock, PACKED_SUPER_BLOCKS>(
-            n_blocks,
-            tiles,
-            empty,
-            |b| load_k_block::<FIVE>(Chunked { p: p.add(b * ib) }),
-            |blk, tile, b, acc, acc_min| add_k_block(blk, tile, b, acc, acc_min),
-            |acc, acc_min| _mm512_sub_ps(acc, acc_min),
-            out,
-            placement,
-        )
+        let load = |b: usize| load_k_block::<FIVE>(Chunked { p: p.add(b * ib) });
+        k_tiles_with(n_blocks, tiles, load, out, placement)
     }
 }
 
