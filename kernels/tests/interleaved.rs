@@ -14,17 +14,17 @@
 //! `OPENWEIGHT_KERNELS=avx2`) the kernel and matmul checks print a `SKIPPED` line to stderr
 //! and pass without checking anything.
 
+mod common;
+
 use std::io::Write;
 use std::sync::OnceLock;
 
-use half::f16;
-use openweight_kernels::dispatch::{
-    self, ActTile, KernelSet, GEMM_TILE, MAX_ACT_ROWS, MAX_GEMM_TILES,
-};
+use common::{floats, quantized_rows, tables_of, tiles_of, weights};
+
+use openweight_kernels::dispatch::{self, KernelSet, GEMM_TILE, MAX_ACT_ROWS, MAX_GEMM_TILES};
 use openweight_kernels::interleave::{can_interleave, interleave, interleaved_len};
 use openweight_kernels::matmul::{
-    can_fuse, matmul_many_with, matmul_with, scale_rows, tile_table_lens, tile_tables, MatRef,
-    MatmulScratch, WeightLayout,
+    can_fuse, matmul_many_with, matmul_with, scale_rows, MatRef, MatmulScratch, WeightLayout,
 };
 use openweight_kernels::{format, GgmlType};
 use proptest::prelude::*;
@@ -52,67 +52,6 @@ const LEGACY_TYPES: [GgmlType; 5] = [
 
 /// The interleavable K-quants (256-element super-blocks, paired with Q8_K).
 const K_TYPES: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q5_K];
-
-/// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two
-/// bytes, or four for Q4_1, Q5_1, Q4_K and Q5_K, which have a minimum) a finite value,
-/// subnormals and extremes included.
-fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
-    let bb = format(ty).block_bytes;
-    let f16_fields: &[usize] = match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        _ => &[0],
-    };
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let mut w: Vec<u8> = (0..n_blocks * bb).map(|_| next() as u8).collect();
-    for block in w.chunks_mut(bb) {
-        for &f in f16_fields {
-            let bits = next() as u16;
-            let exponent = (bits >> 10) & 0x1F;
-            let h = f16::from_bits((bits & 0x83FF) | ((exponent % 31) << 10));
-            block[f..f + 2].copy_from_slice(&h.to_le_bytes());
-        }
-    }
-    w
-}
-
-/// `n` random values in `-amplitude..amplitude`.
-fn floats(n: usize, amplitude: f32, seed: u64) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amplitude
-        })
-        .collect()
-}
-
-/// `n_rows` activation rows of `cols` random values in `-amplitude..amplitude`, quantized
-/// with `set`'s quantizer for `act` into rows `stride` bytes apart (as the matmul lays them
-/// out; the bytes between rows stay zero).
-fn quantized_rows(
-    set: &KernelSet,
-    act: GgmlType,
-    n_rows: usize,
-    cols: usize,
-    stride: usize,
-    amplitude: f32,
-    seed: u64,
-) -> Vec<u8> {
-    let row_bytes = format(act).row_bytes(cols);
-    let mut acts = vec![0u8; n_rows * stride];
-    let quantize = set.quantize(act).expect("quantizer");
-    let x = floats(n_rows * cols, amplitude, seed);
-    for (r, xr) in x.chunks_exact(cols).enumerate() {
-        quantize(xr, &mut acts[r * stride..r * stride + row_bytes]);
-    }
-    acts
-}
 
 /// The interleaved form of `rows` rows of `cols` elements of `ty` in `w`.
 fn interleaved(ty: GgmlType, w: &[u8], rows: usize, cols: usize) -> Vec<u8> {
@@ -263,27 +202,8 @@ proptest! {
         let wi = interleaved(ty, &w, w_rows, cols);
         let stride = af.row_bytes(cols) + 64;
         let acts = quantized_rows(set, af.ty, n_tiles * GEMM_TILE, cols, stride, 1.0, seed ^ 7);
-        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
-        let tables: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = (0..n_tiles)
-            .map(|i| {
-                let (mut d, mut s, mut sums) =
-                    (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
-                let tile_acts = &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride];
-                tile_tables(af.ty, tile_acts, stride, n_blocks, &mut d, &mut s, &mut sums);
-                (d, s, sums)
-            })
-            .collect();
-        let tiles: Vec<ActTile> = tables
-            .iter()
-            .enumerate()
-            .map(|(i, (d, s, sums))| ActTile {
-                quants: &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride],
-                row_stride: stride,
-                d,
-                s,
-                sums,
-            })
-            .collect();
+        let tables = tables_of(af.ty, &acts, stride, n_blocks, n_tiles);
+        let tiles = tiles_of(&tables, &acts, stride);
         let n_out = n_tiles * GEMM_TILE * w_rows;
         let mut got = vec![f32::NAN; n_out];
         // SAFETY: both buffers hold the `n_out` results, `w_rows` apart, and nothing else
@@ -388,27 +308,8 @@ proptest! {
         let wi = interleaved(ty, &w, w_rows, cols);
         let stride = af.row_bytes(cols) + 64;
         let acts = quantized_rows(set, af.ty, n_tiles * GEMM_TILE, cols, stride, 1.0, seed ^ 7);
-        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
-        let tables: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = (0..n_tiles)
-            .map(|i| {
-                let (mut d, mut s, mut sums) =
-                    (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
-                let tile_acts = &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride];
-                tile_tables(af.ty, tile_acts, stride, n_blocks, &mut d, &mut s, &mut sums);
-                (d, s, sums)
-            })
-            .collect();
-        let tiles: Vec<ActTile> = tables
-            .iter()
-            .enumerate()
-            .map(|(i, (d, s, sums))| ActTile {
-                quants: &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride],
-                row_stride: stride,
-                d,
-                s,
-                sums,
-            })
-            .collect();
+        let tables = tables_of(af.ty, &acts, stride, n_blocks, n_tiles);
+        let tiles = tiles_of(&tables, &acts, stride);
         let n_tokens = n_tiles * GEMM_TILE;
         // Written `out_stride` apart into a wider matrix, as the matmul writes into its
         // output: the columns past `w_rows` must stay untouched.

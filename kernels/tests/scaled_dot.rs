@@ -10,7 +10,7 @@ mod common;
 
 use std::io::Write;
 
-use common::TILE_TYPES;
+use common::{quantized_rows, tables_of, tiles_of, weights, TILE_TYPES};
 use half::f16;
 use openweight_kernels::dispatch::{self, ActTile, GemmFn, GEMM_TILE, MAX_ACT_ROWS};
 use openweight_kernels::matmul::{scale_rows, tile_table_lens, tile_tables};
@@ -26,63 +26,6 @@ const TYPES: [GgmlType; 6] = [
     GgmlType::Q8_0,
     GgmlType::IQ4_NL,
 ];
-
-/// `n` random weight blocks of `ty`: random bytes, with every f16 field (the first two
-/// bytes, or four for types with a minimum: Q4_1, Q5_1, Q4_K, Q5_K; Q6_K's `d` at byte
-/// 208) a finite value, subnormals and extremes included.
-fn weights(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
-    let bb = format(ty).block_bytes;
-    let f16_fields: &[usize] = match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => &[0],
-    };
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let mut w: Vec<u8> = (0..n_blocks * bb).map(|_| next() as u8).collect();
-    for block in w.chunks_mut(bb) {
-        for &f in f16_fields {
-            let bits = next() as u16;
-            let exponent = (bits >> 10) & 0x1F;
-            let h = f16::from_bits((bits & 0x83FF) | ((exponent % 31) << 10));
-            block[f..f + 2].copy_from_slice(&h.to_le_bytes());
-        }
-    }
-    w
-}
-
-/// `n_rows` activation rows of `cols` random values in `-amplitude..amplitude`, quantized
-/// with `set`'s quantizer for `act` into rows `stride` bytes apart (as the matmul lays them
-/// out; the bytes between rows stay zero).
-fn quantized_rows(
-    set: &dispatch::KernelSet,
-    act: GgmlType,
-    n_rows: usize,
-    cols: usize,
-    stride: usize,
-    amplitude: f32,
-    seed: u64,
-) -> Vec<u8> {
-    let row_bytes = format(act).row_bytes(cols);
-    let mut acts = vec![0u8; n_rows * stride];
-    let quantize = set.quantize(act).expect("quantizer");
-    let mut seed_x = seed | 1;
-    for r in 0..n_rows {
-        let x: Vec<f32> = (0..cols)
-            .map(|_| {
-                seed_x = seed_x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                ((seed_x >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amplitude
-            })
-            .collect();
-        quantize(&x, &mut acts[r * stride..r * stride + row_bytes]);
-    }
-    acts
-}
 
 /// The GEMM tile kernel's results for `w_rows` weight rows against the [`GEMM_TILE`]
 /// activation rows of type `act` in `acts` (`stride` bytes apart, `n_blocks` blocks each):
@@ -339,27 +282,8 @@ proptest! {
         let w = weights(ty, n_blocks * w_rows, seed);
         let stride = af.row_bytes(cols) + 64;
         let acts = quantized_rows(set, af.ty, n_tiles * GEMM_TILE, cols, stride, 1.0, seed ^ 7);
-        let (d_len, s_len, sums_len) = tile_table_lens(af.ty, n_blocks);
-        let tables: Vec<(Vec<f32>, Vec<f32>, Vec<i32>)> = (0..n_tiles)
-            .map(|i| {
-                let (mut d, mut s, mut sums) =
-                    (vec![0f32; d_len], vec![0f32; s_len], vec![0i32; sums_len]);
-                let tile_acts = &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride];
-                tile_tables(af.ty, tile_acts, stride, n_blocks, &mut d, &mut s, &mut sums);
-                (d, s, sums)
-            })
-            .collect();
-        let tiles: Vec<ActTile> = tables
-            .iter()
-            .enumerate()
-            .map(|(i, (d, s, sums))| ActTile {
-                quants: &acts[i * GEMM_TILE * stride..(i + 1) * GEMM_TILE * stride],
-                row_stride: stride,
-                d,
-                s,
-                sums,
-            })
-            .collect();
+        let tables = tables_of(af.ty, &acts, stride, n_blocks, n_tiles);
+        let tiles = tiles_of(&tables, &acts, stride);
         let per_row = n_tiles * GEMM_TILE;
         // Written `stride` apart into a wider matrix, as the matmul writes into its output:
         // the columns past `w_rows` must stay untouched.
