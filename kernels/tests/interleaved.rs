@@ -17,9 +17,8 @@
 mod common;
 
 use std::io::Write;
-use std::sync::OnceLock;
 
-use common::{floats, quantized_rows, tables_of, tiles_of, weights};
+use common::{floats, pool, quantized_rows, tables_of, tiles_of, weights};
 
 use openweight_kernels::dispatch::{self, KernelSet, GEMM_TILE, MAX_ACT_ROWS, MAX_GEMM_TILES};
 use openweight_kernels::interleave::{can_interleave, interleave, interleaved_len};
@@ -68,22 +67,6 @@ fn skipped(check: &str, ty: GgmlType, set: &KernelSet) {
         "SKIPPED {check} for {ty}: the {} set has no interleaved kernels",
         set.name()
     );
-}
-
-/// Pools of 1 and 2 threads, built once.
-fn pool(n_threads: usize) -> &'static rayon::ThreadPool {
-    static POOLS: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| {
-        (1..=2)
-            .map(|n| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .unwrap()
-            })
-            .collect()
-    });
-    &pools[n_threads - 1]
 }
 
 /// The test's type list is exactly the interleavable types (the 32-element ones, then the

@@ -14,9 +14,8 @@ mod common;
 
 use std::io::Write;
 use std::mem::{offset_of, size_of};
-use std::sync::OnceLock;
 
-use common::TILE_TYPES;
+use common::{pool, TILE_TYPES};
 use half::{bf16, f16};
 use openweight_kernels::blocks::*;
 use openweight_kernels::dispatch::{self, ActTile, KernelSet, GEMM_TILE};
@@ -147,22 +146,6 @@ const WEIGHT_TYPES: [GgmlType; 15] = [
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
 ];
-
-/// Pools of 1, 2 and 3 threads, built once.
-fn pool(n_threads: usize) -> &'static rayon::ThreadPool {
-    static POOLS: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| {
-        (1..=3)
-            .map(|n| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .unwrap()
-            })
-            .collect()
-    });
-    &pools[n_threads - 1]
-}
 
 /// One random problem.
 #[derive(Debug, Clone)]

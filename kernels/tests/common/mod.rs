@@ -4,6 +4,8 @@
 // Each test crate uses a different subset.
 #![allow(dead_code)]
 
+use std::sync::OnceLock;
+
 use half::f16;
 use openweight_kernels::dispatch::{ActTile, KernelSet, GEMM_TILE};
 use openweight_kernels::matmul::{tile_table_lens, tile_tables};
@@ -121,4 +123,20 @@ pub fn tiles_of<'a>(tables: &'a Tables, acts: &'a [u8], stride: usize) -> Vec<Ac
             sums,
         })
         .collect()
+}
+
+/// Pools of 1, 2 and 3 threads, built once.
+pub fn pool(n_threads: usize) -> &'static rayon::ThreadPool {
+    static POOLS: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
+    let pools = POOLS.get_or_init(|| {
+        (1..=3)
+            .map(|n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .expect("thread pool")
+            })
+            .collect()
+    });
+    &pools[n_threads - 1]
 }
