@@ -54,7 +54,7 @@ impl std::fmt::Debug for InterleavedBytes {
     }
 }
 
-/// What [`interleave_weights`] did.
+/// What loading a model rearranged (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct InterleaveReport {
     /// Matrices rearranged.
