@@ -982,9 +982,7 @@ impl<'a> Work<'a> {
             block_start = block.end;
         }
     }
-}
 
-impl Work<'_> {
     /// [`Work::run`] for interleaved weights: full tiles through `gemm_tiles` (runs of 1 ..=
     /// [`MAX_GEMM_TILES`]), the other activation rows through `dot`, up to
     /// [`MAX_ACT_ROWS`] at a time. `rows.start` is a multiple of 16 (jobs and row blocks
@@ -998,7 +996,6 @@ impl Work<'_> {
         tokens: Range<usize>,
     ) {
         debug_assert!(rows.start.is_multiple_of(INTERLEAVE_ROWS));
-        let mut results = [0f32; INTERLEAVED_ROWS * MAX_ACT_ROWS];
         let mut block_start = rows.start;
         while block_start < rows.end {
             let block = block_start..(block_start + self.row_block).min(rows.end);
@@ -1023,6 +1020,8 @@ impl Work<'_> {
                         segment,
                     );
                 } else {
+                    // Zeroed only here (batch remainders), not in every decode job.
+                    let mut results = [0f32; INTERLEAVED_ROWS * MAX_ACT_ROWS];
                     for (r0, m, w) in self.row_runs(&block, INTERLEAVED_ROWS) {
                         let res = &mut results[..m * nt];
                         call(w, m, res);
