@@ -884,17 +884,41 @@ pub(super) unsafe fn add_k_block(
         let sums = tile.sums.as_ptr().add(b * SUB_BLOCKS * GEMM_TILE);
         let d_a = tile.d.as_ptr().add(b * GEMM_TILE);
         for t in 0..GEMM_TILE {
-            let mut msum = _mm512_setzero_si512();
-            for (j, pair) in head.min_pairs.iter().enumerate() {
-                let s = _mm512_set1_epi32(*sums.add(j * GEMM_TILE + t));
-                msum = _mm512_dpwssd_epi32(msum, *pair, s);
-            }
-            let d_a = _mm512_set1_ps(*d_a.add(t));
-            let d = _mm512_mul_ps(head.d, d_a);
-            let dmin = _mm512_mul_ps(head.dmin, d_a);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
-            acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, acc_min[t]);
+            let pair_sum = |j: usize| *sums.add(j * GEMM_TILE + t);
+            let (acc, acc_min) = (&mut acc[t], &mut acc_min[t]);
+            add_k_totals(head, isum[t], pair_sum, *d_a.add(t), acc, acc_min);
         }
+    }
+}
+
+/// Finishes one super-block for one activation row: the mins term
+/// `Σ_j m_j · pair_sum(j)` (`pair_sum(j)`: the row's block sums `2j` and `2j + 1` packed as
+/// two i16, low first) by `vpdpwssd`, then `acc += isum · (d · d_a)` and
+/// `acc_min += msum · (dmin · d_a)`. The tiles and the interleaved decode both finish with
+/// this, so they round alike.
+///
+/// # Safety
+/// The CPU must have this file's features (inlined into their `target_feature` callers).
+#[inline(always)]
+pub(super) unsafe fn add_k_totals(
+    head: &KHead,
+    isum: __m512i,
+    pair_sum: impl Fn(usize) -> i32,
+    d_a: f32,
+    acc: &mut __m512,
+    acc_min: &mut __m512,
+) {
+    // SAFETY: the caller runs with this file's CPU features.
+    unsafe {
+        let mut msum = _mm512_setzero_si512();
+        for (j, pair) in head.min_pairs.iter().enumerate() {
+            msum = _mm512_dpwssd_epi32(msum, *pair, _mm512_set1_epi32(pair_sum(j)));
+        }
+        let d_a = _mm512_set1_ps(d_a);
+        let d = _mm512_mul_ps(head.d, d_a);
+        let dmin = _mm512_mul_ps(head.dmin, d_a);
+        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+        *acc_min = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, *acc_min);
     }
 }
 

@@ -18,15 +18,17 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{
-    check_k_args, check_tiles_args, has_high_bits, k_sub_block, k_sub_blocks, k_tiles_with,
-    legacy_tiles, load_k_block, offset_shift, Block, KHead, SuperBlock16, GROUP, GROUPS,
-    SUB_BLOCKS,
+    add_k_totals, check_k_args, check_tiles_args, has_high_bits, k_sub_block, k_sub_blocks,
+    k_tiles_with, legacy_tiles, load_k_block, offset_shift, Block, KHead, SuperBlock16, GROUP,
+    GROUPS,
 };
 use crate::avx2::legacy_layout::{
     act_block_bytes, act_quants_offset, has_min, weight_block_bytes, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 };
-use crate::avx2::util::{dispatch_rows, Q8K_BSUMS, Q8K_BYTES, Q8K_QS, STEP_PREFETCH_BYTES};
-use crate::dispatch::{ActTile, KernelSet, MAX_ACT_ROWS};
+use crate::avx2::util::{
+    check_dot_args, dispatch_rows, Q8K_BSUMS, Q8K_BYTES, Q8K_QS, STEP_PREFETCH_BYTES,
+};
+use crate::dispatch::{ActTile, KernelSet};
 use crate::types::GgmlType;
 
 /// Installs the interleaved-layout kernels.
@@ -199,21 +201,51 @@ unsafe fn dot_rows<const KIND: u8, const N: usize>(
     }
 }
 
-/// Checks the interleaved weights of a call: returns (bytes per group, blocks per row).
+/// Checks the interleaved weights of a call (`w_rows` rows in whole groups of whole
+/// interleaved blocks of `block_bytes`, i.e. 16 rows' blocks) and returns the bytes per group.
 ///
 /// # Panics
-/// If `w` is not whole groups of whole interleaved blocks for `w_rows` rows (a caller bug).
-fn check_groups(kind: u8, w: &[u8], w_rows: usize) -> (usize, usize) {
+/// If `w` does not have that shape (a caller bug).
+fn check_groups(block_bytes: usize, w: &[u8], w_rows: usize) -> usize {
     assert!(w_rows > 0, "an interleaved call needs at least one row");
     let groups = w_rows.div_ceil(GROUP);
     assert!(
-        w.len().is_multiple_of(groups) && (w.len() / groups).is_multiple_of(block_bytes(kind)),
-        "{} interleaved bytes are not {groups} groups of whole {}-byte blocks",
-        w.len(),
-        block_bytes(kind)
+        w.len().is_multiple_of(groups) && (w.len() / groups).is_multiple_of(block_bytes),
+        "{} interleaved bytes are not {groups} groups of whole {block_bytes}-byte blocks",
+        w.len()
     );
-    let group_bytes = w.len() / groups;
-    (group_bytes, group_bytes / block_bytes(kind))
+    w.len() / groups
+}
+
+/// Checks an [`crate::dispatch::InterleavedDotFn`] call: the groups ([`check_groups`]),
+/// then the output and activations as the row-major dot kernels check them
+/// (`check_dot_args` on one row's share of the bytes). Returns (bytes per group, blocks
+/// per row, activation rows).
+///
+/// # Panics
+/// On any violation (caller bugs).
+fn check_dot_call(
+    w_block_bytes: usize,
+    a_block_bytes: usize,
+    w: &[u8],
+    w_rows: usize,
+    acts: &[u8],
+    act_row_bytes: usize,
+    out: &[f32],
+) -> (usize, usize, usize) {
+    let group_bytes = check_groups(GROUP * w_block_bytes, w, w_rows);
+    assert!(out.len().is_multiple_of(w_rows), "output is not whole rows");
+    let n = out.len() / w_rows;
+    let row = &w[..group_bytes / GROUP];
+    let n_blocks = check_dot_args(
+        row,
+        w_block_bytes,
+        acts,
+        act_row_bytes,
+        a_block_bytes,
+        &out[..n],
+    );
+    (group_bytes, n_blocks, n)
 }
 
 /// The [`crate::dispatch::InterleavedDotFn`] for one weight kind.
@@ -226,18 +258,14 @@ fn dot<const KIND: u8>(
     scale_stride: usize,
     out: &mut [f32],
 ) {
-    let (group_bytes, n_blocks) = check_groups(KIND, w, w_rows);
-    assert!(out.len().is_multiple_of(w_rows), "output is not whole rows");
-    let n = out.len() / w_rows;
-    assert!(
-        (1..=MAX_ACT_ROWS).contains(&n),
-        "{n} activation rows requested, the kernels take 1..={MAX_ACT_ROWS}"
-    );
-    let needed = (n - 1) * act_row_bytes + n_blocks * act_block_bytes(KIND);
-    assert!(
-        acts.len() >= needed,
-        "activations hold {} bytes, {n} rows need {needed}",
-        acts.len()
+    let (group_bytes, n_blocks, n) = check_dot_call(
+        weight_block_bytes(KIND),
+        act_block_bytes(KIND),
+        w,
+        w_rows,
+        acts,
+        act_row_bytes,
+        out,
     );
     assert!(
         scale_stride >= 2 * n_blocks && act_scales.len() >= (n - 1) * scale_stride + 2 * n_blocks,
@@ -290,10 +318,10 @@ unsafe fn tiles<const KIND: u8>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let (group_bytes, n_blocks) = check_groups(KIND, w, w_rows);
+    let group_bytes = check_groups(block_bytes(KIND), w, w_rows);
     // The tile checks of the row-major kernel, on the real rows' share of the bytes.
     let row_bytes = group_bytes / GROUP;
-    check_tiles_args(
+    let (_, n_blocks) = check_tiles_args(
         &w[..w_rows * row_bytes],
         w_rows,
         weight_block_bytes(KIND),
@@ -391,18 +419,11 @@ unsafe fn k_dot_group<const FIVE: bool, const N: usize>(
             });
             for t in 0..N {
                 let row = a.add(t * row_bytes);
-                let mut msum = _mm512_setzero_si512();
-                for (j, pair) in head.min_pairs.iter().enumerate().take(SUB_BLOCKS) {
-                    // Block sums 2j (low half) and 2j + 1 (high half), as the tile tables
-                    // pack them.
-                    let sums = row.add(Q8K_BSUMS + 4 * j).cast::<i32>().read_unaligned();
-                    msum = _mm512_dpwssd_epi32(msum, *pair, _mm512_set1_epi32(sums));
-                }
-                let d_a = _mm512_set1_ps(row.cast::<f32>().read_unaligned());
-                let d = _mm512_mul_ps(head.d, d_a);
-                let dmin = _mm512_mul_ps(head.dmin, d_a);
-                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), d, acc[t]);
-                acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(msum), dmin, acc_min[t]);
+                // The block's i16 sums 2j and 2j + 1, read as one i32: the tile tables'
+                // packing.
+                let pair_sum = |j: usize| row.add(Q8K_BSUMS + 4 * j).cast::<i32>().read_unaligned();
+                let d_a = row.cast::<f32>().read_unaligned();
+                add_k_totals(&head, isum[t], pair_sum, d_a, &mut acc[t], &mut acc_min[t]);
             }
         }
     }
@@ -439,23 +460,6 @@ unsafe fn k_dot_rows<const FIVE: bool, const N: usize>(
     }
 }
 
-/// Checks the interleaved K-quant weights of a call: returns the bytes per group.
-///
-/// # Panics
-/// If `w` is not whole groups of whole interleaved super-blocks for `w_rows` rows (a caller
-/// bug).
-fn check_k_groups(five: bool, w: &[u8], w_rows: usize) -> usize {
-    assert!(w_rows > 0, "an interleaved call needs at least one row");
-    let groups = w_rows.div_ceil(GROUP);
-    let ib = GROUP * k_block_bytes(five);
-    assert!(
-        w.len().is_multiple_of(groups) && (w.len() / groups).is_multiple_of(ib),
-        "{} interleaved bytes are not {groups} groups of whole {ib}-byte super-blocks",
-        w.len()
-    );
-    w.len() / groups
-}
-
 /// The [`crate::dispatch::InterleavedDotFn`] for Q4_K (`FIVE = false`) or Q5_K: the
 /// activations are Q8_K rows, whose blocks carry their own scale and sums, so `act_scales`
 /// is not read (it may be empty).
@@ -468,19 +472,18 @@ fn k_dot<const FIVE: bool>(
     _scale_stride: usize,
     out: &mut [f32],
 ) {
-    let group_bytes = check_k_groups(FIVE, w, w_rows);
-    let n_blocks = group_bytes / (GROUP * k_block_bytes(FIVE));
-    assert!(out.len().is_multiple_of(w_rows), "output is not whole rows");
-    let n = out.len() / w_rows;
-    assert!(
-        (1..=MAX_ACT_ROWS).contains(&n),
-        "{n} activation rows requested, the kernels take 1..={MAX_ACT_ROWS}"
+    let (group_bytes, n_blocks, n) = check_dot_call(
+        k_block_bytes(FIVE),
+        Q8K_BYTES,
+        w,
+        w_rows,
+        acts,
+        act_row_bytes,
+        out,
     );
-    let needed = (n - 1) * act_row_bytes + n_blocks * Q8K_BYTES;
     assert!(
-        (n == 1 || act_row_bytes >= n_blocks * Q8K_BYTES) && acts.len() >= needed,
-        "activations hold {} bytes, {n} rows need {needed}",
-        acts.len()
+        n == 1 || act_row_bytes >= n_blocks * Q8K_BYTES,
+        "activation rows {act_row_bytes} bytes apart overlap their {n_blocks} blocks"
     );
     let (w, a) = (w.as_ptr(), acts.as_ptr());
     // SAFETY: avx512f/bw/vl/vnni/vbmi were detected before `install` made this function
@@ -524,7 +527,7 @@ unsafe fn k_tiles<const FIVE: bool>(
     out: *mut f32,
     out_stride: usize,
 ) {
-    let group_bytes = check_k_groups(FIVE, w, w_rows);
+    let group_bytes = check_groups(GROUP * k_block_bytes(FIVE), w, w_rows);
     // The tile checks of the row-major kernel, on the real rows' share of the bytes.
     let (_, n_blocks) = check_k_args(
         &w[..w_rows * (group_bytes / GROUP)],
