@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use half::{bf16, f16};
 use openweight_kernels::blocks::*;
-use openweight_kernels::interleave::{can_interleave, interleave, interleaved_len};
+use openweight_kernels::interleave::{interleave, interleaved_len};
 use openweight_kernels::matmul::WeightLayout;
 use openweight_kernels::{dispatch, format, GgmlType};
 
@@ -117,10 +117,7 @@ pub fn runtime_layout(
     cols: usize,
     w: AlignedBytes,
 ) -> (AlignedBytes, WeightLayout, &'static str) {
-    let wants = openweight::model::interleaved::enabled()
-        && can_interleave(ty)
-        && dispatch::best().interleaved(ty).is_some();
-    if !wants {
+    if !openweight::model::interleaved::interleaves(ty) {
         return (w, WeightLayout::RowMajor, "");
     }
     let mut out = AlignedBytes::zeroed(interleaved_len(ty, rows, cols));

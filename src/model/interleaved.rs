@@ -21,6 +21,7 @@ use openweight_kernels::formats::format;
 use openweight_kernels::interleave::{
     can_interleave, interleave_group, interleaved_len, INTERLEAVE_ROWS,
 };
+use openweight_kernels::GgmlType;
 use rayon::prelude::*;
 
 use super::weights::{Matrix, Weights};
@@ -70,6 +71,18 @@ pub fn enabled() -> bool {
     std::env::var("OPENWEIGHT_INTERLEAVE").as_deref() != Ok("0")
 }
 
+/// Whether a loaded model keeps matrices of type `ty` interleaved on this CPU ([`enabled`]
+/// and the best kernels read the type that way): what benchmarks of single matrices need
+/// to time the same layout.
+pub fn interleaves(ty: GgmlType) -> bool {
+    enabled() && kernels_read_interleaved(dispatch::best(), ty)
+}
+
+/// Whether `kernels` read `ty` in the interleaved layout.
+fn kernels_read_interleaved(kernels: &KernelSet, ty: GgmlType) -> bool {
+    can_interleave(ty) && kernels.interleaved(ty).is_some()
+}
+
 /// Rearranges every matrix of `weights` that the best kernels can read interleaved (see
 /// the module docs), releasing the file's pages of each as it goes. Does nothing when
 /// [`enabled`] is false or the kernels have no interleaved kernels.
@@ -81,7 +94,7 @@ pub(crate) fn interleave_weights(weights: &mut Weights, file: &GgufFile) -> Inte
     }
     let kernels = dispatch::best();
     for m in candidates(weights) {
-        if wants(kernels, m) {
+        if m.interleaved.is_none() && kernels_read_interleaved(kernels, m.ty) {
             interleave_matrix(m, file);
             report.matrices += 1;
             report.bytes += m.interleaved.as_ref().map_or(0, |b| b.len);
@@ -89,11 +102,6 @@ pub(crate) fn interleave_weights(weights: &mut Weights, file: &GgufFile) -> Inte
     }
     report.elapsed = start.elapsed();
     report
-}
-
-/// Whether `m` should be rearranged for `kernels`.
-fn wants(kernels: &KernelSet, m: &Matrix) -> bool {
-    m.interleaved.is_none() && can_interleave(m.ty) && kernels.interleaved(m.ty).is_some()
 }
 
 /// The matrices that go through the plain matmul: attention projections, dense FFNs,
@@ -141,7 +149,6 @@ fn interleave_matrix(m: &mut Matrix, file: &GgufFile) {
 mod tests {
     use super::*;
     use crate::gguf::GgufWriter;
-    use openweight_kernels::GgmlType;
 
     #[test]
     fn a_matrix_is_rearranged_with_its_shape_and_reads_back_the_same_products() {
